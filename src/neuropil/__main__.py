@@ -1,0 +1,5 @@
+import sys
+
+from neuropil.cli import main
+
+sys.exit(main())

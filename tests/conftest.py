@@ -1,0 +1,13 @@
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real EM volumes beside the project (``../shared/data``); skips when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real EM data not found at {SHARED_DATA} (only present beside a development checkout)")
+    return SHARED_DATA
