@@ -48,7 +48,9 @@ def test_metrics_match_scikit_image_on_random_volumes():
     split, merge = variation_of_information(seg, gt)
     assert split == pytest.approx(seg_given_gt)
     assert merge == pytest.approx(gt_given_seg)
-    expected_error, expected_precision, expected_recall = skimage_adapted_rand_error(gt, seg)
+    # skimage divides by ground-truth pairs for its "precision"; ours is the fraction of
+    # segmentation pairs that are true (merges lower it), so the two swap names.
+    expected_error, expected_recall, expected_precision = skimage_adapted_rand_error(gt, seg)
     error, precision, recall = adapted_rand_error(seg, gt)
     assert error == pytest.approx(expected_error)
     assert precision == pytest.approx(expected_precision)

@@ -34,7 +34,9 @@ class Scores:
     arand: float
     """Adapted Rand error, 1 - F-score of Rand precision and recall."""
     arand_precision: float
+    """Fraction of same-segment voxel pairs that are the same object (merges lower it)."""
     arand_recall: float
+    """Fraction of same-object voxel pairs that are in the same segment (splits lower it)."""
     n_voxels: int
     """Voxels scored (ground truth != 0 and inside the mask)."""
 
