@@ -1,8 +1,12 @@
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the checkout; NEUROPIL_SHARED_DATA points elsewhere (e.g. from a git worktree)
+SHARED_DATA = Path(
+    os.environ.get("NEUROPIL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 
 
 @pytest.fixture
