@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from neuropil.agglomerate import agglomerate
+from neuropil.agglomeration import agglomerate
 from neuropil.data.resample import resample
 from neuropil.data.sampling import TrainingVolume
 from neuropil.data.synth import PRESETS, generate
@@ -96,9 +96,9 @@ def synthetic_volume(domain: str, *, shape, target_voxel_size, seed: int) -> Tra
     )
 
 
-def segment_thresholds(affinities: NDArray, thresholds) -> list[NDArray[np.uint64]]:
+def segment_thresholds(affinities: NDArray, thresholds, *, voxel_size) -> list[NDArray[np.uint64]]:
     """Watershed fragments, then mean-affinity agglomeration at each threshold (one run)."""
-    pieces, _ = fragments(affinities)
+    pieces, _ = fragments(affinities, voxel_size=voxel_size)
     return agglomerate(affinities, pieces, method="mean", thresholds=thresholds)
 
 
@@ -148,7 +148,7 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
         return predict_affinities(volume.raw, network, progress=False)
 
     def scores_per_threshold(affinities, volume):
-        return [evaluate(seg, volume.labels) for seg in segment_thresholds(affinities, settings.thresholds)]
+        return [evaluate(seg, volume.labels) for seg in segment_thresholds(affinities, settings.thresholds, voxel_size=target)]
 
     threshold = best_threshold(
         [scores_per_threshold(predict(model, v), v) for v in validation.values()], settings.thresholds
@@ -159,7 +159,7 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
     results = []
     for name, volume in tests.items():
         affinities = predict(model, volume)
-        segmentations = segment_thresholds(affinities, settings.thresholds)
+        segmentations = segment_thresholds(affinities, settings.thresholds, voxel_size=target)
         trained = evaluate(segmentations[index], volume.labels)
         baseline = scores_per_threshold(predict(untrained, volume), volume)
         untrained_best = min(baseline, key=lambda s: s.voi)

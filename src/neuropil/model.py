@@ -131,7 +131,8 @@ class UNet3D(nn.Module):
         """Voxels per side that reach an output voxel, rounded up to :attr:`divisor`.
 
         Counted per axis: two 3x3x3 convolutions on each level down and up (one voxel each
-        at that level's scale), the bottom's two, and the pooling/unpooling windows.
+        at that level's scale), the bottom's two, and one pooling window per level (the
+        unpooling of a level reads the same window back).
         """
         factors = self.config.factors
         radius = []
@@ -140,7 +141,7 @@ class UNet3D(nn.Module):
             for level in range(self.config.depth):
                 if level < len(factors):
                     f = factors[level][axis]
-                    total += 4 * scale + 2 * (f - 1) * scale
+                    total += 4 * scale + (f - 1) * scale
                     scale *= f
                 else:
                     total += 2 * scale

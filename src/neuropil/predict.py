@@ -1,9 +1,11 @@
 """Whole-volume affinity prediction in overlapping tiles.
 
-Each tile is read with ``halo`` voxels of context on every side and only its centre is
-kept. The volume is first padded (mirrored) by the halo and up to whole tiles, and tile
-starts sit on the model's pooling grid, so with ``halo >= model.context`` every kept
-voxel sees exactly the input it would see in one pass over the whole volume: no seams.
+Each tile is read with ``halo`` voxels of context on every side that lies inside the
+volume, and only its centre is kept. The volume is mirrored by ``border`` voxels on each
+side (and up to whole tiles); tile windows are clipped to that padded volume, and every
+window edge sits on the model's pooling grid. With ``halo >= model.context`` every kept
+voxel therefore sees exactly the input it would see in one pass over the whole volume
+(tiles touching the volume's edge see the same edge): no seams.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def predict_affinities(
     *,
     tile_shape: Sequence[int] | None = (32, 128, 128),
     halo: Sequence[int] | None = None,
+    border: Sequence[int] | None = None,
     batch_size: int = 2,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -54,6 +57,8 @@ def predict_affinities(
         ``None`` predicts the whole volume in one pass.
     halo : (z, y, x) context voxels per side; default ``model.context`` (exact).
         A smaller halo is faster but tiles may then differ near their borders.
+    border : (z, y, x) voxels mirrored outside the volume; default two pooling cells.
+        Only affects predictions next to the volume's edge, not the agreement of tiles.
     batch_size : tiles per forward pass.
 
     Returns
@@ -71,31 +76,44 @@ def predict_affinities(
     divisor = model.divisor
     halo = tuple(model.context if halo is None else (int(h) for h in halo))
     halo = tuple(_round_up(h, d) for h, d in zip(halo, divisor))
+    border = tuple(2 * d for d in divisor) if border is None else tuple(int(b) for b in border)
+    border = tuple(min(_round_up(b, d), h) for b, d, h in zip(border, divisor, halo))
     if tile_shape is None:
         tile = tuple(_round_up(s, d) for s, d in zip(raw.shape, divisor))
     else:
         tile = tuple(_round_up(min(int(t), _round_up(s, d)), d) for t, s, d in zip(tile_shape, raw.shape, divisor))
     covered = tuple(_round_up(s, t) for s, t in zip(raw.shape, tile))
-    padding = [(h, h + c - s) for h, c, s in zip(halo, covered, raw.shape)]
+    padding = [(b, b + c - s) for b, c, s in zip(border, covered, raw.shape)]
     padded = np.pad(image, padding, mode="reflect" if min(raw.shape) > 1 else "edge")
     starts = tile_grid(covered, tile)
     out = np.zeros((model.config.out_channels, *covered), dtype=np.float32)
     device = torch.device(device)
     model = model.to(device).eval()
+
+    def window(start):
+        # In padded coordinates; clipped to the padded volume, aligned to the pooling grid.
+        low = [max(s - h, -b) + b for s, h, b in zip(start, halo, border)]
+        high = [min(s + t + h, c + b) + b for s, t, h, c, b in zip(start, tile, halo, covered, border)]
+        return tuple(slice(lo, hi) for lo, hi in zip(low, high))
+
+    # Tiles with equal window shapes share a forward pass.
+    groups: dict[tuple[int, ...], list] = {}
+    for start in starts:
+        region = window(start)
+        groups.setdefault(tuple(r.stop - r.start for r in region), []).append((start, region))
     bar = tqdm(total=len(starts), desc="predicting", unit="tile", disable=not progress or len(starts) < 2)
     with torch.inference_mode():
-        for first in range(0, len(starts), batch_size):
-            batch_starts = starts[first : first + batch_size]
-            inputs = np.stack(
-                [padded[tuple(slice(s, s + t + 2 * h) for s, t, h in zip(start, tile, halo))] for start in batch_starts]
-            )
-            tensor = torch.from_numpy(inputs[:, None]).to(device)
-            if tensor.shape[0] > 1:
-                tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
-            prediction = torch.sigmoid(model(tensor)).float().cpu().numpy()
-            for start, block in zip(batch_starts, prediction):
-                kept = block[(slice(None), *(slice(h, h + t) for h, t in zip(halo, tile)))]
-                out[(slice(None), *(slice(s, s + t) for s, t in zip(start, tile)))] = kept
-            bar.update(len(batch_starts))
+        for members in groups.values():
+            for first in range(0, len(members), batch_size):
+                batch = members[first : first + batch_size]
+                inputs = np.stack([padded[region] for _, region in batch])
+                tensor = torch.from_numpy(inputs[:, None]).to(device)
+                if tensor.shape[0] > 1:
+                    tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
+                prediction = torch.sigmoid(model(tensor)).float().cpu().numpy()
+                for (start, region), block in zip(batch, prediction):
+                    inner = tuple(slice(s + b - r.start, s + b - r.start + t) for s, b, r, t in zip(start, border, region, tile))
+                    out[(slice(None), *(slice(s, s + t) for s, t in zip(start, tile)))] = block[(slice(None), *inner)]
+                bar.update(len(batch))
     bar.close()
     return np.ascontiguousarray(out[(slice(None), *(slice(0, s) for s in raw.shape))])

@@ -211,7 +211,7 @@ class Trainer:
 
     def train(self, *, progress: bool = True) -> UNet3D:
         """Run until ``iterations``; saves every ``checkpoint_every`` and when interrupted."""
-        log = (self.out_dir / "log.csv").open("a")
+        log = (self.out_dir / "log.csv").open("a", buffering=1)
         if self.iteration == 0:
             log.write("iteration,loss\n")
         bar = tqdm(total=self.config.iterations, initial=self.iteration, desc="training", disable=not progress, unit="it")
