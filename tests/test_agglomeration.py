@@ -65,7 +65,7 @@ def test_mean_matches_waterz_on_fib_gala(shared_data):
         boundaries = f["stack"][:]
     with h5py.File(folder / "test-ws.lzf.h5") as f:
         fragments = f["stack"][:]
-    affinities = affinities_from_boundaries(boundaries)
+    affinities = affinities_from_boundaries(boundaries, combine="mean")
     thresholds = [0.2, 0.5, 0.7, 0.8, 0.9]
     ours = agglomerate(boundaries, fragments, thresholds=thresholds)
     theirs = run_waterz(affinities, fragments, thresholds)
