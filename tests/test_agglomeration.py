@@ -65,7 +65,7 @@ def test_mean_matches_waterz_on_fib_gala(shared_data):
         boundaries = f["stack"][:]
     with h5py.File(folder / "test-ws.lzf.h5") as f:
         fragments = f["stack"][:]
-    affinities = affinities_from_boundaries(boundaries)
+    affinities = affinities_from_boundaries(boundaries, combine="mean")
     thresholds = [0.2, 0.5, 0.7, 0.8, 0.9]
     ours = agglomerate(boundaries, fragments, thresholds=thresholds)
     theirs = run_waterz(affinities, fragments, thresholds)
@@ -140,3 +140,26 @@ def test_agglomerate_rejects_mismatched_shapes_and_negative_ids(random_case):
         agglomerate(np.full(fragments.shape, np.nan, dtype=np.float32), fragments)
     with pytest.raises(NeuropilError, match="unknown agglomeration method"):
         agglomerate(affinities, fragments, method="median")
+
+
+def test_quantile_matches_waterz_histogram_quantile(random_case):
+    affinities, fragments = random_case
+    thresholds = [0.3, 0.5, 0.7]
+    ours = agglomerate(affinities, fragments, method="quantile", quantile=50, thresholds=thresholds)
+    theirs = run_waterz(
+        affinities,
+        fragments,
+        thresholds,
+        scoring_function="OneMinus<HistogramQuantileAffinity<RegionGraphType,50,ScoreValue,256,false>>",
+    )
+    for mine, reference in zip(ours, theirs):
+        assert same_partition(mine, reference)
+
+
+def test_mutex_merges_attractive_and_keeps_repulsive_edges_apart():
+    fragments = np.array([[[1, 2, 3]]], dtype=np.uint64)
+    affinities = np.zeros((3, 1, 1, 3), dtype=np.float32)
+    affinities[2, 0, 0, 1] = 0.9
+    affinities[2, 0, 0, 2] = 0.1
+    (result,) = agglomerate(affinities, fragments, method="mutex", thresholds=[0.5])
+    assert result[0, 0, 0] == result[0, 0, 1] != result[0, 0, 2]

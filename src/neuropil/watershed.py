@@ -128,13 +128,16 @@ def fragments_from_boundaries(
     )
 
 
-def affinities_from_boundaries(boundaries: NDArray) -> NDArray[np.float32]:
+def affinities_from_boundaries(boundaries: NDArray, *, combine: str = "max") -> NDArray[np.float32]:
     """Nearest-neighbour affinities ``1 - max(b[p], b[p + offset])`` from a boundary map.
 
     Parameters
     ----------
     boundaries : (z, y, x) ndarray of float
         Boundary probability in [0, 1] (1 = boundary).
+    combine : {"max", "mean"}
+        How the two voxels' boundary values make one: the larger (a voxel watershed's
+        flooding level) or their mean (keeps both sides of a contact).
 
     Returns
     -------
@@ -154,7 +157,12 @@ def affinities_from_boundaries(boundaries: NDArray) -> NDArray[np.float32]:
     for axis in range(boundaries.ndim):
         here = _shifted(boundaries.ndim, axis, 1)
         there = _shifted(boundaries.ndim, axis, 0)
-        affinities[axis][here] = 1 - np.maximum(boundaries[here], boundaries[there])
+        if combine == "max":
+            affinities[axis][here] = 1 - np.maximum(boundaries[here], boundaries[there])
+        elif combine == "mean":
+            affinities[axis][here] = 1 - (boundaries[here] + boundaries[there]) / 2
+        else:
+            raise NeuropilError(f"combine must be 'max' or 'mean', not {combine!r}")
     return affinities
 
 

@@ -14,7 +14,8 @@ Methods, by name:
 The greedy methods record their merge order, so any number of thresholds costs one
 run. Input is either nearest-neighbour affinities ``(c, z, y, x)`` (1 = same object)
 or a boundary map ``(z, y, x)`` (1 = boundary, like gala's p1), which is turned into
-affinities by :func:`neuropil.watershed.affinities_from_boundaries`.
+affinities ``1 - mean`` of each voxel pair's boundary values
+(:func:`neuropil.watershed.affinities_from_boundaries` with ``combine="mean"``).
 
 References
 ----------

@@ -44,7 +44,8 @@ def as_affinities(affinities_or_boundaries: NDArray) -> NDArray[np.float32]:
 
     array = np.asarray(affinities_or_boundaries)
     if array.ndim == 3:
-        return affinities_from_boundaries(array)
+        # the mean keeps the boundary values of both sides of each contact
+        return affinities_from_boundaries(array, combine="mean")
     if array.ndim == 4:
         return _check_affinities(array)
     raise NeuropilError(
@@ -104,10 +105,11 @@ def agglomeration(
         if model is None:
             raise NeuropilError("the learned method needs a trained model (model=...)")
         mode = merge.LEARNED
-        edge_stats, node_stats = learned.statistics(contacts, values, model.n_bins, image=None)
+        voxel_boundary = learned.voxel_boundaries(affinities, values)
+        edge_stats, node_stats = learned.statistics(contacts, voxel_boundary, model.n_bins)
         forest = model.forest
         n_bins = model.n_bins
-    kept, removed, score = merge.merge_until(
+    kept, removed, score, _, _ = merge.merge_until(
         contacts.n_nodes,
         contacts.u,
         contacts.v,
@@ -118,6 +120,7 @@ def agglomeration(
         n_bins,
         tuple(forest),
         float(stop),
+        np.zeros(0, dtype=np.int64),
     )
     logger.debug("%s agglomeration: %d merges of %d fragments", method, kept.size, contacts.n_nodes)
     return Agglomeration(contacts, merge.MergeHistory(kept, removed, score))

@@ -25,6 +25,8 @@ QUANTILE = 1
 """Score ``1 - quantile`` of the affinity histogram in the edge statistics (waterz's rule)."""
 LEARNED = 2
 """Score ``1 - P(same object)`` from a decision forest over edge and node features."""
+BOUNDARY_MEAN = 3
+"""Score = mean boundary value, from the learned method's edge statistics (its first policy)."""
 
 
 class MergeHistory(NamedTuple):
@@ -88,7 +90,8 @@ def forest_probability(forest_feature, forest_threshold, left, right, probabilit
     for tree in range(roots.size):
         node = roots[tree]
         while forest_feature[node] >= 0:
-            if features[forest_feature[node]] <= forest_threshold[node]:
+            # scikit-learn compares float32 features with float64 thresholds
+            if np.float64(np.float32(features[forest_feature[node]])) <= forest_threshold[node]:
                 node = left[node]
             else:
                 node = right[node]
@@ -173,6 +176,8 @@ def _score(mode, edge, edge_stats, node_stats, u, v, quantile, n_bins, forest):
     stat = edge_stats[edge]
     if mode == MEAN:
         return 1.0 - stat[0] / stat[1]
+    if mode == BOUNDARY_MEAN:
+        return stat[1] / max(stat[0], 1.0)
     if mode == QUANTILE:
         total = 0
         for bin_ in range(stat.size):
@@ -239,13 +244,23 @@ def _pop(heap_score, heap_edge, heap_version, size):
 
 
 @numba.njit(cache=True)
-def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, forest, stop):
+def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, forest, stop, node_label):
     """Merge the lowest-scoring edge while its score is below ``stop``.
 
     Parameters: node indices ``u < v`` per edge (int64), additive ``edge_stats``
     (n_edges, k) and ``node_stats`` (n_nodes, m) float64 (both copied), the scoring
-    ``mode`` and its parameters. Returns the merge history (kept, removed, score).
+    ``mode`` and its parameters. Returns the merge history (kept, removed, score)
+    and learning examples (features, labels).
+
+    Learning (``node_label`` not empty, the ground-truth object of each node, 0 =
+    unknown): each edge reached gives an example (features; label: same object),
+    and only merges of the same object are carried out.
     """
+    learning = node_label.size > 0
+    n_features = 16 + n_bins
+    examples = np.empty((max(u.size, 1) if learning else 0, n_features), dtype=np.float64)
+    example_labels = np.empty(examples.shape[0], dtype=np.bool_)
+    n_examples = 0
     u = u.copy()
     v = v.copy()
     edge_stats = edge_stats.copy()
@@ -294,6 +309,17 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
             break
         size = _pop(heap_score, heap_edge, heap_version, size)
         a, b = u[edge], v[edge]
+        if learning:
+            if node_label[a] == 0 or node_label[b] == 0:
+                continue
+            if n_examples == examples.shape[0]:
+                examples = np.concatenate((examples, np.empty_like(examples)))
+                example_labels = np.concatenate((example_labels, np.empty_like(example_labels)))
+            examples[n_examples] = edge_features(edge_stats[edge], node_stats[a], node_stats[b], n_bins)
+            example_labels[n_examples] = node_label[a] == node_label[b]
+            n_examples += 1
+            if node_label[a] != node_label[b]:
+                continue  # a false merge is learned from, not made
         if length[a] < length[b]:
             a, b = b, a  # walk the shorter incidence list
         alive[edge] = False
@@ -379,4 +405,4 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
                 e,
                 version[e],
             )
-    return kept[:n_merges], removed[:n_merges], scores[:n_merges]
+    return kept[:n_merges], removed[:n_merges], scores[:n_merges], examples[:n_examples], example_labels[:n_examples]

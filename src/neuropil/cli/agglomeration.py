@@ -1,0 +1,42 @@
+"""``neuropil agglomeration train --fragments F --boundaries B --gt G --out MODEL``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("agglomeration", help="train a learned (gala-style) merge classifier")
+    commands = parser.add_subparsers(dest="agglomeration_command", required=True, metavar="COMMAND")
+    train = commands.add_parser(
+        "train",
+        help="train a merge classifier by agglomerating fragments against ground truth",
+        description="Train a merge classifier; the model is written as an .npz file (no pickle).",
+    )
+    train.add_argument("--fragments", required=True, metavar="F", help="address of the fragments")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--boundaries", metavar="B", help="address of a boundary map (1 = boundary)")
+    source.add_argument("--affinities", metavar="A", help="address of (c, z, y, x) affinities (1 = same object)")
+    train.add_argument("--gt", required=True, metavar="G", help="address of the ground truth (0 = unknown)")
+    train.add_argument("--out", required=True, metavar="MODEL", help="file to write the classifier to (.npz)")
+    train.add_argument("--epochs", type=int, default=3, help="agglomeration passes against the ground truth")
+    train.add_argument("--trees", type=int, default=100, help="trees of the random forest")
+    train.add_argument("--seed", type=int, default=0, help="seed of the random forest")
+    train.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from neuropil.agglomeration.learned import train
+    from neuropil.data.io import read_volume
+
+    volume = read_volume(args.boundaries or args.affinities)
+    model = train(
+        volume,
+        read_volume(args.fragments),
+        read_volume(args.gt),
+        epochs=args.epochs,
+        n_estimators=args.trees,
+        random_state=args.seed,
+    )
+    model.save(args.out)
+    return 0

@@ -1,0 +1,68 @@
+"""``neuropil segment AFFS_OR_BOUNDARIES OUT [--fragments F] --method M [--model M] [--threshold T ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="agglomerate fragments into segments (mean, quantile, learned or mutex)",
+        description=(
+            "Segment a volume. A 3-D input is a boundary map (1 = boundary); a 4-D (c, z, y, x) input is "
+            "nearest-neighbour affinities (1 = same object). Fragments come from --fragments or a watershed."
+        ),
+    )
+    parser.add_argument("input", metavar="AFFS_OR_BOUNDARIES", help="address of affinities or a boundary map")
+    parser.add_argument(
+        "output",
+        metavar="OUT",
+        help="output address; with several thresholds, each goes to OUT with _t<threshold> added to the key or name",
+    )
+    parser.add_argument("--fragments", metavar="F", help="address of fragments (default: watershed of the input)")
+    parser.add_argument("--method", default="mean", choices=("learned", "mean", "quantile", "mutex"))
+    parser.add_argument("--model", metavar="M", help="merge classifier from `neuropil agglomeration train`")
+    parser.add_argument("--threshold", type=float, nargs="+", default=[0.5], metavar="T", help="merge thresholds")
+    parser.add_argument("--quantile", type=int, default=50, help="percentile of the quantile method")
+    parser.set_defaults(run=run)
+
+
+def output_addresses(output: str, thresholds: list[float]) -> list[str]:
+    """One address per threshold: OUT itself for one, else OUT with ``_t<threshold>`` added."""
+    if len(thresholds) == 1:
+        return [output]
+    from neuropil.data.io import parse_address
+
+    address = parse_address(output)
+    if address.key is not None:
+        return [f"{output}_t{t:g}" for t in thresholds]
+    stem, dot, suffix = str(address.path).rpartition(".")
+    return [f"{stem}_t{t:g}.{suffix}" if dot else f"{output}_t{t:g}" for t in thresholds]
+
+
+def run(args: argparse.Namespace) -> int:
+    from neuropil.agglomeration import agglomerate
+    from neuropil.agglomeration.learned import MergeClassifier
+    from neuropil.data.io import read_volume, write_volume
+    from neuropil.errors import NeuropilError
+    from neuropil.watershed import fragments, fragments_from_boundaries
+
+    volume = read_volume(args.input)
+    if args.fragments:
+        fragment_ids = read_volume(args.fragments)
+    elif volume.ndim == 3:
+        fragment_ids, _ = fragments_from_boundaries(volume)
+    else:
+        fragment_ids, _ = fragments(volume)
+    model = None
+    if args.method == "learned":
+        if not args.model:
+            raise NeuropilError("--method learned needs --model (from `neuropil agglomeration train`)")
+        model = MergeClassifier.load(args.model)
+    results = agglomerate(
+        volume, fragment_ids, method=args.method, thresholds=args.threshold, quantile=args.quantile, model=model
+    )
+    for address, segmentation in zip(output_addresses(args.output, args.threshold), results):
+        write_volume(address, segmentation)
+    return 0

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from neuropil.agglomeration import agglomerate
+from neuropil.agglomeration.learned import MergeClassifier, train
+from neuropil.errors import NeuropilError
+
+
+@pytest.fixture
+def toy():
+    """Two objects, split into 2x4x4 fragments, with a noisy boundary map."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices((8, 16, 16))
+    fragments = ((z // 2) * 16 + (y // 4) * 4 + x // 4 + 1).astype(np.uint64)
+    gt = np.where(x < 8, 1, 2)
+    boundaries = rng.uniform(0, 0.3, size=gt.shape).astype(np.float32)
+    boundaries[:, :, 7:9] = rng.uniform(0.6, 1.0, size=(8, 16, 2))
+    return boundaries, fragments, gt
+
+
+def test_learned_agglomeration_recovers_the_two_objects(toy):
+    boundaries, fragments, gt = toy
+    model = train(boundaries, fragments, gt, epochs=2, n_estimators=10)
+    (result,) = agglomerate(boundaries, fragments, method="learned", model=model, thresholds=[0.5])
+    assert len(np.unique(result[gt == 1])) == 1 or len(np.unique(result[gt == 1])) < 16
+    assert not np.intersect1d(np.unique(result[gt == 1]), np.unique(result[gt == 2])).size
+
+
+def test_forest_arrays_match_scikit_learn():
+    from sklearn.ensemble import RandomForestClassifier
+
+    from neuropil.agglomeration.learned import forest_from_sklearn
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(200, 5))
+    labels = features[:, 0] + 0.3 * rng.normal(size=200) > 0
+    classifier = RandomForestClassifier(n_estimators=7, random_state=0).fit(features, labels)
+    model = MergeClassifier(forest_from_sklearn(classifier), 8, ())
+    np.testing.assert_allclose(model.probability(features), classifier.predict_proba(features)[:, 1], atol=1e-12)
+
+
+def test_model_survives_save_and_load(tmp_path, toy):
+    boundaries, fragments, gt = toy
+    model = train(boundaries, fragments, gt, epochs=1, n_estimators=5)
+    model.save(tmp_path / "model.npz")
+    loaded = MergeClassifier.load(tmp_path / "model.npz")
+    first = agglomerate(boundaries, fragments, method="learned", model=model, thresholds=[0.3, 0.7])
+    second = agglomerate(boundaries, fragments, method="learned", model=loaded, thresholds=[0.3, 0.7])
+    for a, b in zip(first, second):
+        assert np.array_equal(a, b)
+
+
+def test_classifier_trained_with_other_features_is_rejected(tmp_path, toy):
+    boundaries, fragments, gt = toy
+    model = train(boundaries, fragments, gt, epochs=1, n_estimators=2)
+    other = MergeClassifier(model.forest, model.n_bins, model.feature_names[:-1] + ("something_else",))
+    other.save(tmp_path / "other.npz")
+    with pytest.raises(NeuropilError, match="other features"):
+        MergeClassifier.load(tmp_path / "other.npz")
+
+
+def test_corrupt_trees_are_rejected(tmp_path, toy):
+    boundaries, fragments, gt = toy
+    model = train(boundaries, fragments, gt, epochs=1, n_estimators=2)
+    left = model.forest.left.copy()
+    left[model.forest.feature >= 0] = 10**9
+    broken = MergeClassifier(model.forest._replace(left=left), model.n_bins, model.feature_names)
+    broken.save(tmp_path / "broken.npz")
+    with pytest.raises(NeuropilError, match="inconsistent"):
+        MergeClassifier.load(tmp_path / "broken.npz")
+
+
+def test_learned_without_model_is_an_error(toy):
+    boundaries, fragments, _ = toy
+    with pytest.raises(NeuropilError, match="model"):
+        agglomerate(boundaries, fragments, method="learned")
+
+
+def test_train_and_segment_commands(tmp_path, toy):
+    from neuropil.cli import main
+    from neuropil.data.io import read_volume, write_volume
+
+    boundaries, fragments, gt = toy
+    write_volume(f"{tmp_path}/in.h5:boundaries", boundaries)
+    write_volume(f"{tmp_path}/in.h5:fragments", fragments)
+    write_volume(f"{tmp_path}/in.h5:gt", gt.astype(np.uint64))
+    common = ["--fragments", f"{tmp_path}/in.h5:fragments"]
+    assert main(["agglomeration", "train", *common, "--boundaries", f"{tmp_path}/in.h5:boundaries",
+                 "--gt", f"{tmp_path}/in.h5:gt", "--out", str(tmp_path / "model.npz"), "--trees", "5"]) == 0
+    assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:seg", *common,
+                 "--method", "learned", "--model", str(tmp_path / "model.npz"), "--threshold", "0.3", "0.6"]) == 0
+    assert read_volume(f"{tmp_path}/out.h5:seg_t0.3").shape == fragments.shape
+    assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:mean", *common]) == 0
+    assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:bad",
+                 "--fragments", f"{tmp_path}/in.h5:gt", "--method", "learned"]) == 2
