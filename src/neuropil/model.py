@@ -1,0 +1,148 @@
+"""3-D U-Net that predicts affinities.
+
+Ronneberger, O. et al. (2015) U-Net. doi:10.1007/978-3-319-24574-4_28;
+Cicek, O. et al. (2016) 3D U-Net. doi:10.1007/978-3-319-46723-8_49.
+Padding keeps input and output the same shape, so tiles and whole volumes share one
+code path; :func:`neuropil.predict.predict_affinities` uses :meth:`UNet3D.context` to
+read each tile with enough surrounding data that tiles agree with a one-shot pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator
+from torch import nn
+
+from neuropil.conventions import NEAREST_NEIGHBOURS
+
+
+def downsample_factors_for(voxel_size: Sequence[float], depth: int) -> list[tuple[int, int, int]]:
+    """Pooling factors per level that make anisotropic voxels isotropic first.
+
+    An axis is pooled (by 2) only while its current voxel size is at most 1.5x the
+    finest one, so 40x4x4 nm data is pooled in-plane only until x and y catch up with z.
+    """
+    current = [float(v) for v in voxel_size]
+    factors = []
+    for _ in range(depth - 1):
+        finest = min(current)
+        level = tuple(2 if size <= 1.5 * finest else 1 for size in current)
+        factors.append(level)
+        current = [size * f for size, f in zip(current, level)]
+    return factors
+
+
+class ModelConfig(BaseModel):
+    """Architecture of :class:`UNet3D`; saved in every checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    in_channels: int = 1
+    offsets: tuple[tuple[int, int, int], ...] = NEAREST_NEIGHBOURS
+    base_channels: int = 12
+    channel_factor: int = 2
+    depth: int = 4
+    downsample_factors: tuple[tuple[int, int, int], ...] | None = None
+    """Per-level pooling; ``None`` derives them from ``voxel_size``."""
+    voxel_size: tuple[float, float, float] = (25.0, 13.0, 13.0)
+    """Voxel size (nm) the model is trained at; inputs are resampled to it."""
+
+    @field_validator("depth")
+    @classmethod
+    def _depth_positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("depth must be >= 1")
+        return value
+
+    @property
+    def out_channels(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def factors(self) -> list[tuple[int, int, int]]:
+        if self.downsample_factors is not None:
+            if len(self.downsample_factors) != self.depth - 1:
+                raise ValueError(f"downsample_factors needs {self.depth - 1} entries for depth {self.depth}")
+            return [tuple(f) for f in self.downsample_factors]
+        return downsample_factors_for(self.voxel_size, self.depth)
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(out_channels, out_channels, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet3D(nn.Module):
+    """U-Net with ``depth`` levels; returns affinity logits ``(b, c, z, y, x)``.
+
+    No normalization layers: the output at a voxel depends only on the input around
+    it, which is what makes tiled prediction exact.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, **options) -> None:
+        super().__init__()
+        self.config = config if config is not None else ModelConfig(**options)
+        factors = self.config.factors
+        widths = [self.config.base_channels * self.config.channel_factor**level for level in range(self.config.depth)]
+        self.down = nn.ModuleList()
+        self.pool = nn.ModuleList()
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        previous = self.config.in_channels
+        for level, width in enumerate(widths):
+            self.down.append(_conv_block(previous, width))
+            previous = width
+            if level < len(factors):
+                self.pool.append(nn.MaxPool3d(factors[level]))
+        for level in reversed(range(len(factors))):
+            self.up.append(nn.ConvTranspose3d(widths[level + 1], widths[level], kernel_size=factors[level], stride=factors[level]))
+            self.merge.append(_conv_block(2 * widths[level], widths[level]))
+        self.head = nn.Conv3d(widths[0], self.config.out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for level, block in enumerate(self.down):
+            x = block(x)
+            if level < len(self.pool):
+                skips.append(x)
+                x = self.pool[level](x)
+        for up, merge in zip(self.up, self.merge):
+            x = up(x)
+            x = merge(torch.cat([skips.pop(), x], dim=1))
+        return self.head(x)
+
+    @property
+    def divisor(self) -> tuple[int, int, int]:
+        """Input shapes (and tile starts) must be multiples of this, per axis."""
+        total = [1, 1, 1]
+        for level in self.config.factors:
+            total = [t * f for t, f in zip(total, level)]
+        return tuple(total)
+
+    @property
+    def context(self) -> tuple[int, int, int]:
+        """Voxels per side that reach an output voxel, rounded up to :attr:`divisor`.
+
+        Counted per axis: two 3x3x3 convolutions on each level down and up (one voxel each
+        at that level's scale), the bottom's two, and the pooling/unpooling windows.
+        """
+        factors = self.config.factors
+        radius = []
+        for axis in range(3):
+            total, scale = 0, 1
+            for level in range(self.config.depth):
+                if level < len(factors):
+                    f = factors[level][axis]
+                    total += 4 * scale + 2 * (f - 1) * scale
+                    scale *= f
+                else:
+                    total += 2 * scale
+            radius.append(total)
+        return tuple(math.ceil(r / d) * d for r, d in zip(radius, self.divisor))

@@ -1,0 +1,94 @@
+"""Pictures of predictions, in the style of the method's figures.
+
+Affinities are shown black (0, boundary) to pale blue-white (1, same object); voxels
+whose ground-truth affinity is 1 are tinted red. Where the prediction is white but not
+red the network missed a boundary; where it is red but dark it invented one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+AFFINITY_COLOURS = ("#000000", "#27415e", "#8fb3d9", "#eef6ff")
+"""Black through dark and light blue to pale blue-white."""
+
+
+def affinity_colormap():
+    from matplotlib.colors import LinearSegmentedColormap
+
+    return LinearSegmentedColormap.from_list("neuropil_affinity", AFFINITY_COLOURS)
+
+
+def in_plane_affinity(affinities: NDArray, offsets) -> NDArray[np.float32]:
+    """Mean of the in-plane (z offset 0) channels, ``(z, y, x)``."""
+    channels = [c for c, offset in enumerate(offsets) if offset[0] == 0]
+    return affinities[channels].mean(axis=0)
+
+
+def overlay_rgb(affinity: NDArray, target: NDArray, known: NDArray | None = None, *, alpha: float = 0.45) -> NDArray:
+    """RGB image (y, x, 3): ``affinity`` in the affinity colours, red where ``target`` is 1."""
+    rgb = affinity_colormap()(np.clip(affinity, 0.0, 1.0))[..., :3]
+    red = np.asarray(target) > 0.5
+    if known is not None:
+        red &= np.asarray(known) > 0.5
+    rgb[red] = (1 - alpha) * rgb[red] + alpha * np.array([1.0, 0.0, 0.0])
+    return rgb
+
+
+def segmentation_rgb(segmentation: NDArray, *, seed: int = 0) -> NDArray:
+    """Random colour per id, black for 0."""
+    ids, inverse = np.unique(segmentation, return_inverse=True)
+    colours = np.random.default_rng(seed).uniform(0.15, 1.0, size=(len(ids), 3))
+    colours[ids == 0] = 0.0
+    return colours[inverse.reshape(segmentation.shape)]
+
+
+def figure_slice(
+    path: str | os.PathLike,
+    *,
+    raw: NDArray,
+    affinities: NDArray,
+    target_affinities: NDArray,
+    target_mask: NDArray,
+    offsets,
+    segmentation: NDArray | None = None,
+    z: int | None = None,
+    title: str = "",
+) -> Path:
+    """Save a PNG of one section: raw, predicted affinities, the same with ground truth in red, segmentation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z = raw.shape[0] // 2 if z is None else z
+    predicted = in_plane_affinity(affinities, offsets)[z]
+    channels = [c for c, offset in enumerate(offsets) if offset[0] == 0]
+    target = target_affinities[channels].min(axis=0)[z]
+    known = target_mask[channels].min(axis=0)[z]
+    panels = [
+        ("raw", raw[z], "gray"),
+        ("predicted affinity", predicted, affinity_colormap()),
+        ("ground-truth affinity 1 in red", overlay_rgb(predicted, target, known), None),
+    ]
+    if segmentation is not None:
+        panels.append(("segmentation", segmentation_rgb(segmentation[z]), None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5), dpi=110)
+    for axis, (name, image, cmap) in zip(axes, panels):
+        axis.imshow(image, cmap=cmap, vmin=0 if cmap else None, vmax=(255 if name == "raw" and image.max() > 1 else 1) if cmap else None, interpolation="nearest")
+        axis.set_title(name, fontsize=9)
+        axis.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.stem + ".partial.png")
+    fig.savefig(temporary)
+    plt.close(fig)
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from neuropil.data.sampling import MultiDomainSampler, TrainingVolume
+from neuropil.errors import NeuropilError
+from neuropil.model import ModelConfig, UNet3D, downsample_factors_for
+from neuropil.train import TrainConfig, Trainer, load_model, masked_bce_loss
+
+VOXEL = (20.0, 10.0, 10.0)
+
+
+def blob_volume(seed: int, shape=(16, 48, 48)) -> TrainingVolume:
+    """Cells around random seeds, separated by dark one-voxel boundaries."""
+    rng = np.random.default_rng(seed)
+    seeds = np.zeros(shape, np.int32)
+    points = [tuple(rng.integers(0, s) for s in shape) for _ in range(12)]
+    for index, point in enumerate(points, start=1):
+        seeds[point] = index
+    _, nearest = ndimage.distance_transform_edt(seeds == 0, sampling=VOXEL, return_indices=True)
+    labels = seeds[tuple(nearest)].astype(np.uint64)
+    boundary = ndimage.grey_erosion(labels, size=(1, 3, 3)) != ndimage.grey_dilation(labels, size=(1, 3, 3))
+    labels[boundary] = 0
+    raw = np.where(boundary, 40, 180) + rng.normal(0, 10, shape)
+    return TrainingVolume(raw=np.clip(raw, 0, 255).astype(np.uint8), labels=labels, voxel_size=VOXEL, name=f"blobs{seed}")
+
+
+def small_configs(iterations=30):
+    model_config = ModelConfig(base_channels=4, depth=3, voxel_size=VOXEL)
+    train_config = TrainConfig(iterations=iterations, patch_shape=(8, 32, 32), checkpoint_every=10, learning_rate=3e-3)
+    return model_config, train_config
+
+
+def test_downsample_factors_pool_fine_axes_first():
+    assert downsample_factors_for((40, 4, 4), 4) == [(1, 2, 2), (1, 2, 2), (1, 2, 2)]
+    assert downsample_factors_for((10, 10, 10), 3) == [(2, 2, 2), (2, 2, 2)]
+    assert downsample_factors_for((25, 13, 13), 4) == [(1, 2, 2), (2, 2, 2), (2, 2, 2)]
+
+
+def test_sampler_picks_domains_uniformly_then_volumes():
+    domains = {"a": [blob_volume(0)], "b": [blob_volume(1), blob_volume(2), blob_volume(3)]}
+    sampler = MultiDomainSampler(domains, patch_shape=(8, 16, 16), seed=0)
+    draws = [sampler.sample() for _ in range(2000)]
+    share_a = np.mean([d.domain == "a" for d in draws])
+    assert share_a == pytest.approx(0.5, abs=0.04)
+    volumes_b = np.bincount([d.volume for d in draws if d.domain == "b"], minlength=3) / (2000 * (1 - share_a))
+    np.testing.assert_allclose(volumes_b, 1 / 3, atol=0.05)
+    assert all(d.raw.shape == (8, 16, 16) and 0 <= d.raw.min() and d.raw.max() <= 1 for d in draws[:20])
+
+
+def test_sampler_weights_and_bad_input():
+    domains = {"a": [blob_volume(0)], "b": [blob_volume(1)]}
+    sampler = MultiDomainSampler(domains, patch_shape=(8, 16, 16), weights={"a": 1.0, "b": 0.0}, seed=0)
+    assert {sampler.sample().domain for _ in range(50)} == {"a"}
+    with pytest.raises(NeuropilError, match="unknown domains"):
+        MultiDomainSampler(domains, patch_shape=(8, 16, 16), weights={"c": 1.0})
+    with pytest.raises(NeuropilError, match="smaller than the patch"):
+        MultiDomainSampler(domains, patch_shape=(32, 16, 16))
+
+
+def test_masked_loss_ignores_unknown_affinities():
+    logits = torch.tensor([[5.0, -5.0]])
+    target = torch.tensor([[1.0, 1.0]])
+    known_first = masked_bce_loss(logits, target, torch.tensor([[1.0, 0.0]]), balance=False)
+    assert known_first.item() == pytest.approx(np.log1p(np.exp(-5.0)), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_training_lowers_loss_saves_and_resumes(tmp_path):
+    domains = {"blobs": [blob_volume(0), blob_volume(1)]}
+    model_config, train_config = small_configs(iterations=150)
+    trainer = Trainer(domains, out_dir=tmp_path, model_config=model_config, train_config=train_config)
+    losses = [trainer.step() for _ in range(150)]
+    assert np.mean(losses[-20:]) < 0.85 * np.mean(losses[:20])
+    trainer.save()
+    assert (tmp_path / "config.yaml").exists()
+    resumed = Trainer(domains, out_dir=tmp_path, model_config=model_config, train_config=train_config)
+    assert resumed.iteration == 150
+    model = load_model(tmp_path / "checkpoint.pt")
+    for name, tensor in trainer.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor)
+
+
+def test_corrupt_or_foreign_checkpoints_raise(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(NeuropilError, match="not a readable checkpoint"):
+        load_model(tmp_path / "bad.pt")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(NeuropilError, match="not a neuropil checkpoint"):
+        load_model(tmp_path / "foreign.pt")
+    with pytest.raises(NeuropilError, match="no such checkpoint"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_voxel_size_mismatch_is_refused(tmp_path):
+    model_config, train_config = small_configs()
+    volume = blob_volume(0)
+    other = TrainingVolume(raw=volume.raw, labels=volume.labels, voxel_size=(40.0, 4.0, 4.0))
+    with pytest.raises(NeuropilError, match="resample them first"):
+        Trainer({"a": [volume], "b": [other]}, out_dir=tmp_path, model_config=model_config, train_config=train_config)
