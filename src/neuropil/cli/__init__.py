@@ -12,7 +12,7 @@ EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neuropil.cli import demo, evaluate
+    from neuropil.cli import data, demo, evaluate
 
     parser = argparse.ArgumentParser(
         prog="neuropil",
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, evaluate):
+    for module in (data, demo, evaluate):
         module.add_parser(subparsers)
     return parser
 
