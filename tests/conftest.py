@@ -3,8 +3,13 @@ from pathlib import Path
 
 import pytest
 
-# $NEUROPIL_DATA names the data root when the checkout has no ../shared/data beside it.
-SHARED_DATA = Path(os.environ.get("NEUROPIL_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+# ../shared/data beside the checkout; NEUROPIL_SHARED_DATA (or the catalog's NEUROPIL_DATA) points
+# elsewhere (e.g. from a git worktree)
+SHARED_DATA = Path(
+    os.environ.get("NEUROPIL_SHARED_DATA")
+    or os.environ.get("NEUROPIL_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 @pytest.fixture

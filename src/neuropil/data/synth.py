@@ -177,8 +177,8 @@ PRESETS: dict[str, SynthDomain] = {
             label_zero=LabelZero.BOUNDARY,
             description="Adult fly brain, serial-section TEM: thin tightly packed neurites, crisp dark "
             "membranes, many vesicles, low noise, thick sections (CREMI).",
-            axon_radius_nm=85.0,
-            dendrite_radius_nm=220.0,
+            axon_radius_nm=65.0,
+            dendrite_radius_nm=200.0,
             dendrite_fraction=0.15,
             persistence_nm=500.0,
             branch_spacing_nm=2500.0,
@@ -191,7 +191,7 @@ PRESETS: dict[str, SynthDomain] = {
             texture_amplitude=14.0,
             mitochondria_per_um3=4.0,
             mitochondria_radius_nm=70.0,
-            vesicle_clusters_per_um3=10.0,
+            vesicle_clusters_per_um3=20.0,
             blur_nm=(0.0, 4.0, 4.0),
             noise_std=6.0,
             shot_noise=0.5,
@@ -212,14 +212,14 @@ PRESETS: dict[str, SynthDomain] = {
             branch_spacing_nm=4000.0,
             orientation_coherence=0.5,
             membrane_nm=9.0,
-            membrane_darkness=0.7,
-            cytoplasm_level=150.0,
+            membrane_darkness=0.85,
+            cytoplasm_level=155.0,
             cytoplasm_object_std=10.0,
             texture_nm=15.0,
             texture_amplitude=10.0,
             mitochondria_per_um3=2.5,
             mitochondria_radius_nm=110.0,
-            vesicle_clusters_per_um3=5.0,
+            vesicle_clusters_per_um3=10.0,
             blur_nm=(0.0, 7.0, 7.0),
             noise_std=12.0,
             shot_noise=1.0,
@@ -248,7 +248,7 @@ PRESETS: dict[str, SynthDomain] = {
             texture_amplitude=16.0,
             mitochondria_per_um3=3.5,
             mitochondria_radius_nm=70.0,
-            vesicle_clusters_per_um3=8.0,
+            vesicle_clusters_per_um3=16.0,
             blur_nm=(8.0, 8.0, 8.0),
             noise_std=14.0,
             shot_noise=1.0,
@@ -269,19 +269,19 @@ PRESETS: dict[str, SynthDomain] = {
             persistence_nm=900.0,
             branch_spacing_nm=4000.0,
             orientation_coherence=0.5,
-            extracellular_nm=45.0,
-            extracellular_variability=0.7,
+            extracellular_nm=32.0,
+            extracellular_variability=0.5,
             extracellular_level=195.0,
-            membrane_nm=9.0,
-            membrane_darkness=0.75,
+            membrane_nm=11.0,
+            membrane_darkness=0.9,
             cytoplasm_level=145.0,
             cytoplasm_object_std=12.0,
             texture_nm=20.0,
             texture_amplitude=10.0,
             mitochondria_per_um3=2.5,
             mitochondria_radius_nm=110.0,
-            vesicle_clusters_per_um3=5.0,
-            blur_nm=(10.0, 10.0, 10.0),
+            vesicle_clusters_per_um3=10.0,
+            blur_nm=(8.0, 8.0, 8.0),
             noise_std=12.0,
             shot_noise=1.0,
         ),
@@ -300,8 +300,8 @@ PRESETS: dict[str, SynthDomain] = {
             persistence_nm=500.0,
             branch_spacing_nm=2500.0,
             orientation_coherence=0.3,
-            extracellular_nm=35.0,
-            extracellular_variability=0.7,
+            extracellular_nm=26.0,
+            extracellular_variability=0.5,
             extracellular_level=185.0,
             membrane_nm=7.0,
             membrane_darkness=0.8,
@@ -311,7 +311,7 @@ PRESETS: dict[str, SynthDomain] = {
             texture_amplitude=12.0,
             mitochondria_per_um3=4.0,
             mitochondria_radius_nm=70.0,
-            vesicle_clusters_per_um3=10.0,
+            vesicle_clusters_per_um3=20.0,
             blur_nm=(0.0, 6.0, 6.0),
             noise_std=7.0,
             shot_noise=0.6,
@@ -423,6 +423,24 @@ def _draw_processes(rng: np.random.Generator, domain: SynthDomain, low, high) ->
     diagonal = float(np.linalg.norm(high - low))
     main_direction = _random_unit(rng)
     processes = []
+    # A coarse occupancy grid: new processes start where no centerline passes yet, so the packing
+    # is even (no huge cells in empty regions), as in real neuropil.
+    cell = domain.axon_radius_nm * 1.5
+    grid_shape = np.maximum(np.ceil((high - low) / cell).astype(int), 1)
+    occupied = np.zeros(tuple(grid_shape), dtype=bool)
+
+    def mark(points):
+        cells = np.floor((points - low) / cell).astype(int)
+        cells = cells[np.all((cells >= 0) & (cells < grid_shape), axis=1)]
+        occupied[tuple(cells.T)] = True
+
+    def free_centre():
+        free = np.flatnonzero(~occupied)
+        if len(free) == 0:
+            return low + rng.random(3) * (high - low)
+        chosen = np.asarray(np.unravel_index(free[rng.integers(len(free))], occupied.shape))
+        return np.minimum(low + (chosen + rng.random(3)) * cell, high)
+
     for kind, fraction in (("dendrite", domain.dendrite_fraction), ("axon", 1.0 - domain.dendrite_fraction)):
         budget = fraction * box_volume
         mean_radius = domain.dendrite_radius_nm if kind == "dendrite" else domain.axon_radius_nm
@@ -434,7 +452,7 @@ def _draw_processes(rng: np.random.Generator, domain: SynthDomain, low, high) ->
                 direction /= np.linalg.norm(direction)
             else:
                 direction = _random_unit(rng)
-            centre = low + rng.random(3) * (high - low)
+            centre = free_centre()
             half = _smooth_curve(rng, centre, direction, diagonal, domain)
             other = _smooth_curve(rng, centre, -direction, diagonal, domain)
             trunk = np.concatenate([other[::-1], centre[None], half])
@@ -451,6 +469,8 @@ def _draw_processes(rng: np.random.Generator, domain: SynthDomain, low, high) ->
                 branch = _smooth_curve(rng, origin, branch_direction, branch_length, domain)
                 pieces.append(branch)
                 length_inside += np.all((branch >= low) & (branch <= high), axis=1).sum() * STEP_NM * 0.5
+            for piece in pieces:
+                mark(piece)
             filled += np.pi * radius**2 * length_inside
             processes.append((pieces, radius))
     return processes
@@ -473,9 +493,11 @@ def _process_map(rng, domain: SynthDomain, shape, voxel) -> NDArray[np.int32]:
     pad_nm = 1.5 * domain.axon_radius_nm
     pad = np.ceil(pad_nm / voxel_array).astype(int)
     padded_shape = tuple(np.asarray(shape) + 2 * pad)
-    low = -pad * voxel_array - 0.5 * voxel_array
-    high = (np.asarray(shape) + pad) * voxel_array - 0.5 * voxel_array
-    processes = _draw_processes(rng, domain, low, high)
+    # Curves are drawn in a box fixed in nm (the volume [0, shape * voxel_size] plus a margin),
+    # so the draws do not depend on the voxel size; ``low`` is the corner of the padded grid.
+    extent = np.asarray(shape) * voxel_array
+    processes = _draw_processes(rng, domain, np.full(3, -pad_nm), extent + pad_nm)
+    low = -pad * voxel_array
 
     seeds = np.zeros(padded_shape, dtype=np.int32)
     spacing = 0.5 * float(voxel_array.min())
@@ -504,8 +526,9 @@ def _stamp_tube(seeds, points, radius, low, voxel_array, value) -> None:
     shape = np.asarray(seeds.shape)
     every = max(int(radius / (2 * STEP_NM)), 1)
     half = np.ceil(radius / voxel_array).astype(int)
-    for centre in points[::every]:
-        position = (centre - low) / voxel_array - 0.5
+    positions = (points[::every] - low) / voxel_array - 0.5
+    near = np.all((positions > -half - 1) & (positions < shape + half + 1), axis=1)
+    for position in positions[near]:
         start = np.maximum(np.floor(position).astype(int) - half, 0)
         stop = np.minimum(np.ceil(position).astype(int) + half + 1, shape)
         if np.any(stop <= start):
@@ -571,7 +594,8 @@ def _extracellular_mask(rng, domain: SynthDomain, distance, voxel) -> NDArray[np
     if domain.extracellular_nm <= 0:
         return np.zeros(distance.shape, dtype=bool)
     spread = domain.extracellular_variability
-    gap = domain.extracellular_nm * np.exp(spread * _smooth_noise(rng, distance.shape, voxel, 250.0) - 0.5 * spread**2)
+    field = np.clip(_smooth_noise(rng, distance.shape, voxel, 250.0), -2.5, 1.5)
+    gap = domain.extracellular_nm * np.exp(spread * field - 0.5 * spread**2)
     sigma = 0.5 * domain.extracellular_nm / np.asarray(voxel)
     smoothed = ndimage.gaussian_filter(distance, sigma, mode="nearest")
     return smoothed < 0.5 * gap
@@ -605,13 +629,13 @@ def _membrane_darkness(domain: SynthDomain, distance, extracellular, processes, 
     thickness the membrane fills.
     """
     membrane = domain.membrane_nm
-    if domain.extracellular_nm > 0:
+    darkness = np.exp(-0.5 * ((distance - 0.5 * membrane) / (0.6 * membrane)) ** 2)
+    if extracellular.any():
+        # where cells are apart, the membrane lines the gap; where they touch, the interface
         depth = ndimage.distance_transform_edt(~extracellular, sampling=voxel).astype(np.float32)
-        depth[extracellular] = 0
-        darkness = np.exp(-0.5 * ((depth - 0.5 * membrane) / (0.6 * membrane)) ** 2)
+        depth -= 0.5 * min(voxel)  # from the voxel centre to the surface of the gap
+        np.maximum(darkness, np.exp(-0.5 * ((depth - 0.5 * membrane) / (0.6 * membrane)) ** 2), out=darkness)
         darkness[extracellular] = 0
-    else:
-        darkness = np.exp(-0.5 * ((distance - 0.5 * membrane) / (0.6 * membrane)) ** 2)
     sharp = _sharp_axes(voxel)
     for axis in range(3):
         if axis in sharp:
@@ -700,7 +724,7 @@ def _render(rng, domain: SynthDomain, processes, distance, extracellular, voxel)
 
     _place_mitochondria(rng, domain, processes, distance, voxel, image)
     vesicles = _vesicle_density(rng, domain, processes, distance, voxel)
-    image *= 1.0 - 0.55 * vesicles
+    image *= 1.0 - 0.6 * vesicles
 
     darkness = domain.membrane_darkness * _membrane_darkness(domain, distance, extracellular, processes, voxel)
     image += darkness * (domain.membrane_level - image)

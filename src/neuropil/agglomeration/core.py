@@ -1,0 +1,216 @@
+"""One interface for every agglomeration method (see the package docstring)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from neuropil.agglomeration import graph, merge
+from neuropil.conventions import AFFINITY_DTYPE, LABEL_DTYPE
+from neuropil.errors import NeuropilError
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("mean", "quantile", "learned", "mutex")
+HISTOGRAM_BINS = 256
+"""Bins of the affinity histogram of the quantile method (as waterz's)."""
+
+
+@dataclass(frozen=True)
+class Agglomeration:
+    """The result of one agglomeration run: segmentations at any threshold, cheaply."""
+
+    contacts: graph.Contacts
+    history: merge.MergeHistory
+
+    def segmentation(self, threshold: float) -> NDArray[np.uint64]:
+        """(z, y, x) uint64 segmentation when merging while the score is ``< threshold``.
+
+        Each segment keeps the id of one of its fragments; 0 stays 0.
+        """
+        n_merges = self.history.n_merges_below(threshold)
+        roots = self.history.roots(self.contacts.n_nodes, n_merges)
+        lookup = np.concatenate(([0], self.contacts.ids[roots])).astype(LABEL_DTYPE, copy=False)
+        return lookup[self.contacts.node + 1]
+
+
+def as_affinities(affinities_or_boundaries: NDArray) -> NDArray[np.float32]:
+    """Nearest-neighbour affinities from a 4-D affinity or a 3-D boundary array, checked."""
+    from neuropil.watershed import _check_affinities, affinities_from_boundaries
+
+    array = np.asarray(affinities_or_boundaries)
+    if array.ndim == 3:
+        return affinities_from_boundaries(array)
+    if array.ndim == 4:
+        return _check_affinities(array)
+    raise NeuropilError(
+        f"expected affinities (c, z, y, x) or a boundary map (z, y, x), not an array of shape {array.shape}"
+    )
+
+
+def agglomeration(
+    affinities: NDArray,
+    fragments: NDArray,
+    *,
+    method: str = "mean",
+    stop: float = np.inf,
+    quantile: int = 50,
+    model=None,
+) -> Agglomeration:
+    """Run a greedy agglomeration once, up to score ``stop``, keeping its merge history.
+
+    Parameters
+    ----------
+    affinities : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
+        Nearest-neighbour affinities (1 = same object), or a boundary map (1 = boundary).
+    fragments : (z, y, x) ndarray of int
+        Fragment ids; 0 = no fragment (never merged, stays 0).
+    method : {"mean", "quantile", "learned"}
+        Scoring rule; ``"mutex"`` has no merge order, use :func:`agglomerate`.
+    stop : float
+        Merging stops at the first lowest score ``>= stop``.
+    quantile : int
+        Percentile (0-100) of the quantile method.
+    model : neuropil.agglomeration.learned.MergeClassifier
+        The trained classifier of the learned method.
+
+    Returns
+    -------
+    Agglomeration
+    """
+    if method not in ("mean", "quantile", "learned"):
+        raise NeuropilError(f"method {method!r} has no merge history; choose one of mean, quantile, learned")
+    values = as_affinities(affinities)
+    fragments = graph.check_fragments(fragments, values.shape[1:])
+    contacts = graph.contacts(values, fragments)
+    node_stats = np.zeros((contacts.n_nodes, 0), dtype=np.float64)
+    n_bins = 0
+    forest = merge.Forest.empty()
+    mode = merge.MEAN
+    if method == "mean":
+        edge_stats = np.stack([contacts.edge_sums(contacts.value), contacts.edge_sums()], axis=1)
+    elif method == "quantile":
+        if not 0 <= quantile <= 100:
+            raise NeuropilError(f"quantile must be a percentile in 0..100, not {quantile}")
+        mode = merge.QUANTILE
+        edge_stats = _histograms(contacts, HISTOGRAM_BINS)
+    else:
+        from neuropil.agglomeration import learned
+
+        if model is None:
+            raise NeuropilError("the learned method needs a trained model (model=...)")
+        mode = merge.LEARNED
+        edge_stats, node_stats = learned.statistics(contacts, values, model.n_bins, image=None)
+        forest = model.forest
+        n_bins = model.n_bins
+    kept, removed, score = merge.merge_until(
+        contacts.n_nodes,
+        contacts.u,
+        contacts.v,
+        edge_stats,
+        node_stats,
+        mode,
+        int(quantile),
+        n_bins,
+        tuple(forest),
+        float(stop),
+    )
+    logger.debug("%s agglomeration: %d merges of %d fragments", method, kept.size, contacts.n_nodes)
+    return Agglomeration(contacts, merge.MergeHistory(kept, removed, score))
+
+
+def _histograms(contacts: graph.Contacts, bins: int) -> NDArray[np.float64]:
+    """(n_edges, bins) histogram of contact affinities, binned like waterz's ``discretize``."""
+    level = np.clip((contacts.value * bins).astype(np.int64), 0, bins - 1)
+    level[~(contacts.value > 0)] = 0
+    counts = np.bincount(contacts.edge * bins + level, minlength=contacts.n_edges * bins)
+    return counts.reshape(contacts.n_edges, bins).astype(np.float64)
+
+
+def agglomerate(
+    affinities: NDArray,
+    fragments: NDArray,
+    *,
+    method: str = "mean",
+    thresholds: Sequence[float] = (0.5,),
+    quantile: int = 50,
+    model=None,
+) -> list[NDArray[np.uint64]]:
+    """Segmentations of the fragments at each threshold, from one run.
+
+    Parameters
+    ----------
+    affinities : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
+        Nearest-neighbour affinities (1 = same object), or a boundary map (1 = boundary).
+    fragments : (z, y, x) ndarray of int
+        Fragment ids; 0 = no fragment (stays 0).
+    method : {"mean", "quantile", "learned", "mutex"}
+        See the package docstring.
+    thresholds : sequence of float
+        Greedy methods merge while the lowest score (``1 - affinity`` statistic, or
+        ``1 - P(merge)``) is below a threshold. For ``"mutex"``, edges with mean
+        affinity above ``1 - threshold`` attract, the others repel.
+    quantile : int
+        Percentile of the quantile method.
+    model : neuropil.agglomeration.learned.MergeClassifier, optional
+        Needed by ``"learned"``.
+
+    Returns
+    -------
+    list of (z, y, x) ndarray of uint64
+        One segmentation per threshold, in the order given.
+    """
+    if method not in METHODS:
+        raise NeuropilError(f"unknown agglomeration method {method!r}; choose one of {', '.join(METHODS)}")
+    thresholds = [float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64))]
+    if not thresholds:
+        raise NeuropilError("no thresholds given")
+    if method == "mutex":
+        from neuropil.agglomeration.mutex import mutex_watershed
+
+        return [mutex_watershed(affinities, fragments, threshold=t) for t in thresholds]
+    run = agglomeration(
+        affinities, fragments, method=method, stop=max(thresholds), quantile=quantile, model=model
+    )
+    return [run.segmentation(t) for t in thresholds]
+
+
+def segment(
+    affinities: NDArray,
+    *,
+    threshold: float = 0.5,
+    method: str = "mean",
+    fragment_threshold: float = 0.5,
+    min_size: int = 20,
+    mask: NDArray | None = None,
+    model=None,
+) -> NDArray[np.uint64]:
+    """Fragments by watershed, then agglomeration: affinities (or boundaries) to segments.
+
+    Parameters
+    ----------
+    affinities : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
+        Nearest-neighbour affinities (1 = same object), or a boundary map (1 = boundary).
+    threshold : float
+        Agglomeration threshold (see :func:`agglomerate`).
+    method : str
+        Agglomeration method.
+    fragment_threshold, min_size, mask
+        Passed to :func:`neuropil.watershed.fragments` as ``threshold``, ``min_size``, ``mask``.
+
+    Returns
+    -------
+    segmentation : (z, y, x) ndarray of uint64
+    """
+    from neuropil.watershed import fragments as watershed_fragments
+    from neuropil.watershed import fragments_from_boundaries
+
+    array = np.asarray(affinities)
+    make_fragments = fragments_from_boundaries if array.ndim == 3 else watershed_fragments
+    fragment_ids, _ = make_fragments(array, threshold=fragment_threshold, min_size=min_size, mask=mask)
+    (segmentation,) = agglomerate(array, fragment_ids, method=method, thresholds=(threshold,), model=model)
+    return segmentation

@@ -1,0 +1,382 @@
+"""Greedy region merging on a region adjacency graph, compiled with numba.
+
+One loop serves every scoring rule: the edge with the lowest score is merged, the
+statistics of the merged regions and of their shared edges are summed, the changed
+edges are scored again, and each merge is recorded with its score. Scores live in a
+binary heap with lazy deletion (an entry is dropped when popped if its edge changed
+since it was pushed).
+
+The merge history makes every threshold cost one run: the segmentation at threshold
+``t`` is the one reached when the loop first meets a lowest score ``>= t``, i.e. the
+history up to the first merge whose running maximum score reaches ``t``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+MEAN = 0
+"""Score ``1 - mean affinity`` from edge statistics ``(sum, count)``."""
+QUANTILE = 1
+"""Score ``1 - quantile`` of the affinity histogram in the edge statistics (waterz's rule)."""
+LEARNED = 2
+"""Score ``1 - P(same object)`` from a decision forest over edge and node features."""
+
+
+class MergeHistory(NamedTuple):
+    """Merges in the order they happened: ``removed`` joined ``kept`` at ``score``."""
+
+    kept: NDArray[np.int64]
+    removed: NDArray[np.int64]
+    score: NDArray[np.float64]
+
+    def n_merges_below(self, threshold: float) -> int:
+        """How many merges happen when merging while the lowest score is ``< threshold``."""
+        if self.score.size == 0:
+            return 0
+        reached = np.maximum.accumulate(self.score)
+        return int(np.searchsorted(reached, threshold, side="left"))
+
+    def roots(self, n_nodes: int, n_merges: int) -> NDArray[np.int64]:
+        """(n_nodes,) the node each node belongs to after the first ``n_merges`` merges."""
+        return _roots(n_nodes, self.kept[:n_merges], self.removed[:n_merges])
+
+
+class Forest(NamedTuple):
+    """Decision trees as flat arrays (scikit-learn's layout); leaves have ``feature < 0``."""
+
+    feature: NDArray[np.int64]
+    threshold: NDArray[np.float64]
+    left: NDArray[np.int64]
+    right: NDArray[np.int64]
+    probability: NDArray[np.float64]
+    """P(class 1) at each node (used at leaves)."""
+    roots: NDArray[np.int64]
+    """Index of each tree's root node."""
+
+    @classmethod
+    def empty(cls) -> "Forest":
+        integers = np.zeros(0, dtype=np.int64)
+        reals = np.zeros(0, dtype=np.float64)
+        return cls(integers, reals, integers, integers, reals, integers)
+
+
+@numba.njit(cache=True)
+def _roots(n_nodes, kept, removed):
+    parent = np.arange(n_nodes)
+    for k in range(kept.size):
+        parent[removed[k]] = kept[k]
+    for node in range(n_nodes):
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:
+            following = parent[node]
+            parent[node] = root
+            node = following
+    return parent
+
+
+@numba.njit(cache=True)
+def forest_probability(forest_feature, forest_threshold, left, right, probability, roots, features):
+    """Mean over trees of P(class 1) for one feature vector."""
+    total = 0.0
+    for tree in range(roots.size):
+        node = roots[tree]
+        while forest_feature[node] >= 0:
+            if features[forest_feature[node]] <= forest_threshold[node]:
+                node = left[node]
+            else:
+                node = right[node]
+        total += probability[node]
+    return total / max(roots.size, 1)
+
+
+@numba.njit(cache=True)
+def edge_features(edge_stat, node_u, node_v, n_bins):
+    """Features of one edge from its statistics and its two regions' statistics.
+
+    Edge statistics: ``count, sum, sum of squares`` of the boundary value
+    (``1 - affinity``) over the contacts, then an ``n_bins`` histogram of it. Node
+    statistics: ``size, intensity sum, intensity sum of squares, sum of z, y, x,
+    sums of zz, yy, xx, zy, zx, yx``. See :data:`neuropil.agglomeration.learned.FEATURE_NAMES`.
+    """
+    count = max(edge_stat[0], 1.0)
+    mean = edge_stat[1] / count
+    variance = max(edge_stat[2] / count - mean * mean, 0.0)
+    features = np.empty(4 + n_bins + 5 + 2 * 4 + 2, dtype=np.float64)
+    features[0] = np.log(count)
+    features[1] = mean
+    features[2] = np.sqrt(variance)
+    # quantiles of the boundary value from the histogram (bin centres)
+    k = 3
+    for quantile in (0.1, 0.5, 0.9):
+        pivot = quantile * count
+        running = 0.0
+        chosen = n_bins - 1
+        for bin_ in range(n_bins):
+            running += edge_stat[3 + bin_]
+            if running >= pivot:
+                chosen = bin_
+                break
+        features[k] = (chosen + 0.5) / n_bins
+        k += 1
+    for bin_ in range(n_bins):
+        features[k] = edge_stat[3 + bin_] / count
+        k += 1
+    # the two regions, smaller first
+    if node_u[0] > node_v[0]:
+        node_u, node_v = node_v, node_u
+    small = _node_features(node_u)
+    large = _node_features(node_v)
+    for i in range(small.size):
+        features[k] = small[i]
+        features[k + small.size] = large[i]
+        k += 1
+    k += small.size
+    # contact relative to the smaller region's surface scale, and size ratio
+    features[k] = np.log(count) - (2.0 / 3.0) * np.log(max(node_u[0], 1.0))
+    features[k + 1] = np.log(max(node_u[0], 1.0)) - np.log(max(node_v[0], 1.0))
+    return features[: k + 2]
+
+
+@numba.njit(cache=True)
+def _node_features(stat):
+    size = max(stat[0], 1.0)
+    mean = stat[1] / size
+    features = np.empty(4, dtype=np.float64)
+    features[0] = np.log(size)
+    features[1] = mean
+    features[2] = np.sqrt(max(stat[2] / size - mean * mean, 0.0))
+    # shape: the largest eigenvalue of the coordinate covariance, relative to the others
+    centre = stat[3:6] / size
+    covariance = np.empty((3, 3), dtype=np.float64)
+    index = 6
+    for i in range(3):
+        covariance[i, i] = stat[index + i] / size - centre[i] * centre[i]
+    pairs = ((0, 1), (0, 2), (1, 2))
+    for j in range(3):
+        a, b = pairs[j]
+        covariance[a, b] = stat[9 + j] / size - centre[a] * centre[b]
+        covariance[b, a] = covariance[a, b]
+    eigenvalues = np.linalg.eigvalsh(covariance)
+    features[3] = np.log(max(eigenvalues[2], 1e-3)) - np.log(max(eigenvalues.sum(), 1e-3))
+    return features
+
+
+@numba.njit(cache=True)
+def _score(mode, edge, edge_stats, node_stats, u, v, quantile, n_bins, forest):
+    stat = edge_stats[edge]
+    if mode == MEAN:
+        return 1.0 - stat[0] / stat[1]
+    if mode == QUANTILE:
+        total = 0
+        for bin_ in range(stat.size):
+            total += int(stat[bin_])
+        pivot = quantile * total // 100 + 1
+        running = 0
+        chosen = stat.size - 1
+        for bin_ in range(stat.size):
+            running += int(stat[bin_])
+            if running >= pivot:
+                chosen = bin_
+                break
+        # waterz's float32 bin centre
+        return 1.0 - np.float64(np.float32((chosen + 0.5) / stat.size))
+    features = edge_features(stat, node_stats[u[edge]], node_stats[v[edge]], n_bins)
+    return 1.0 - forest_probability(forest[0], forest[1], forest[2], forest[3], forest[4], forest[5], features)
+
+
+@numba.njit(cache=True)
+def _push(heap_score, heap_edge, heap_version, size, score, edge, version):
+    if size == heap_score.size:
+        heap_score = np.concatenate((heap_score, np.empty_like(heap_score)))
+        heap_edge = np.concatenate((heap_edge, np.empty_like(heap_edge)))
+        heap_version = np.concatenate((heap_version, np.empty_like(heap_version)))
+    position = size
+    while position > 0:
+        parent = (position - 1) // 2
+        if heap_score[parent] < score or (heap_score[parent] == score and heap_edge[parent] <= edge):
+            break
+        heap_score[position] = heap_score[parent]
+        heap_edge[position] = heap_edge[parent]
+        heap_version[position] = heap_version[parent]
+        position = parent
+    heap_score[position] = score
+    heap_edge[position] = edge
+    heap_version[position] = version
+    return heap_score, heap_edge, heap_version, size + 1
+
+
+@numba.njit(cache=True)
+def _pop(heap_score, heap_edge, heap_version, size):
+    size -= 1
+    score, edge, version = heap_score[size], heap_edge[size], heap_version[size]
+    position = 0
+    while True:
+        child = 2 * position + 1
+        if child >= size:
+            break
+        if child + 1 < size and (
+            heap_score[child + 1] < heap_score[child]
+            or (heap_score[child + 1] == heap_score[child] and heap_edge[child + 1] < heap_edge[child])
+        ):
+            child += 1
+        if heap_score[child] > score or (heap_score[child] == score and heap_edge[child] >= edge):
+            break
+        heap_score[position] = heap_score[child]
+        heap_edge[position] = heap_edge[child]
+        heap_version[position] = heap_version[child]
+        position = child
+    heap_score[position] = score
+    heap_edge[position] = edge
+    heap_version[position] = version
+    return size
+
+
+@numba.njit(cache=True)
+def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, forest, stop):
+    """Merge the lowest-scoring edge while its score is below ``stop``.
+
+    Parameters: node indices ``u < v`` per edge (int64), additive ``edge_stats``
+    (n_edges, k) and ``node_stats`` (n_nodes, m) float64 (both copied), the scoring
+    ``mode`` and its parameters. Returns the merge history (kept, removed, score).
+    """
+    u = u.copy()
+    v = v.copy()
+    edge_stats = edge_stats.copy()
+    node_stats = node_stats.copy()
+    n_edges = u.size
+    learned = mode == LEARNED
+    # incidence lists: slot 2e is edge e seen from u[e], slot 2e+1 from v[e]
+    following = np.full(2 * n_edges, -1, dtype=np.int64)
+    head = np.full(n_nodes, -1, dtype=np.int64)
+    tail = np.full(n_nodes, -1, dtype=np.int64)
+    length = np.zeros(n_nodes, dtype=np.int64)
+    lookup = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
+    for e in range(n_edges):
+        for side in range(2):
+            node = u[e] if side == 0 else v[e]
+            slot = 2 * e + side
+            if tail[node] < 0:
+                head[node] = slot
+            else:
+                following[tail[node]] = slot
+            tail[node] = slot
+            length[node] += 1
+        lookup[u[e] * n_nodes + v[e]] = e
+    alive = np.ones(n_edges, dtype=np.bool_)
+    version = np.zeros(n_edges, dtype=np.int64)
+    capacity = max(2 * n_edges, 16)
+    heap_score = np.empty(capacity, dtype=np.float64)
+    heap_edge = np.empty(capacity, dtype=np.int64)
+    heap_version = np.empty(capacity, dtype=np.int64)
+    size = 0
+    for e in range(n_edges):
+        heap_score, heap_edge, heap_version, size = _push(
+            heap_score, heap_edge, heap_version, size, _score(mode, e, edge_stats, node_stats, u, v, quantile, n_bins, forest), e, 0
+        )
+    kept = np.empty(n_nodes, dtype=np.int64)
+    removed = np.empty(n_nodes, dtype=np.int64)
+    scores = np.empty(n_nodes, dtype=np.float64)
+    changed = np.empty(n_edges, dtype=np.int64)
+    n_merges = 0
+    while size > 0:
+        score, edge, edge_version = heap_score[0], heap_edge[0], heap_version[0]
+        if not alive[edge] or edge_version != version[edge]:
+            size = _pop(heap_score, heap_edge, heap_version, size)
+            continue
+        if score >= stop:
+            break
+        size = _pop(heap_score, heap_edge, heap_version, size)
+        a, b = u[edge], v[edge]
+        if length[a] < length[b]:
+            a, b = b, a  # walk the shorter incidence list
+        alive[edge] = False
+        del lookup[min(a, b) * n_nodes + max(a, b)]
+        kept[n_merges] = a
+        removed[n_merges] = b
+        scores[n_merges] = score
+        n_merges += 1
+        for j in range(node_stats.shape[1]):
+            node_stats[a, j] += node_stats[b, j]
+        n_changed = 0
+        slot = head[b]
+        while slot >= 0:
+            e = slot // 2
+            if alive[e]:
+                other = v[e] if u[e] == b else u[e]
+                del lookup[min(b, other) * n_nodes + max(b, other)]
+                key = min(a, other) * n_nodes + max(a, other)
+                if key in lookup:
+                    # a shared neighbour: sum the two edges into a's
+                    target = lookup[key]
+                    for j in range(edge_stats.shape[1]):
+                        edge_stats[target, j] += edge_stats[e, j]
+                    alive[e] = False
+                    changed[n_changed] = target
+                    n_changed += 1
+                else:
+                    if u[e] == b:
+                        u[e] = a
+                    else:
+                        v[e] = a
+                    if u[e] > v[e]:
+                        u[e], v[e] = v[e], u[e]
+                    lookup[key] = e
+                    if learned:
+                        changed[n_changed] = e
+                        n_changed += 1
+            slot = following[slot]
+        # b's incidence list joins a's (dead slots are skipped when walked)
+        if head[b] >= 0:
+            if tail[a] < 0:
+                head[a] = head[b]
+            else:
+                following[tail[a]] = head[b]
+            tail[a] = tail[b]
+            length[a] += length[b]
+        head[b] = -1
+        tail[b] = -1
+        if learned:
+            # the merged region's features changed: every incident edge is scored
+            # again; the walk also drops dead slots from a's list
+            n_changed = 0
+            previous = -1
+            slot = head[a]
+            while slot >= 0:
+                e = slot // 2
+                if alive[e]:
+                    changed[n_changed] = e
+                    n_changed += 1
+                    if previous < 0:
+                        head[a] = slot
+                    else:
+                        following[previous] = slot
+                    previous = slot
+                slot = following[slot]
+            if previous < 0:
+                head[a] = -1
+            else:
+                following[previous] = -1
+            tail[a] = previous
+            length[a] = n_changed
+        for k in range(n_changed):
+            e = changed[k]
+            if not alive[e]:
+                continue
+            version[e] += 1
+            heap_score, heap_edge, heap_version, size = _push(
+                heap_score,
+                heap_edge,
+                heap_version,
+                size,
+                _score(mode, e, edge_stats, node_stats, u, v, quantile, n_bins, forest),
+                e,
+                version[e],
+            )
+    return kept[:n_merges], removed[:n_merges], scores[:n_merges]

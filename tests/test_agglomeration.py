@@ -1,0 +1,142 @@
+import os
+
+import numpy as np
+import pytest
+
+from neuropil.agglomeration import agglomerate, agglomeration, segment
+from neuropil.errors import NeuropilError
+from neuropil.evaluate import evaluate
+from neuropil.watershed import affinities_from_boundaries
+
+
+def same_partition(a, b):
+    """True if a and b group voxels the same way (ids may differ)."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+def run_waterz(affinities, fragments, thresholds, scoring_function=None):
+    """waterz's segmentations, its C++ progress output on fd 1 silenced."""
+    waterz = pytest.importorskip("waterz")
+    options = {} if scoring_function is None else {"scoring_function": scoring_function}
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        return [
+            s.copy()
+            for s in waterz.agglomerate(
+                np.ascontiguousarray(affinities, dtype=np.float32),
+                list(thresholds),
+                fragments=np.ascontiguousarray(fragments, dtype=np.uint64),
+                **options,
+            )
+        ]
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+@pytest.fixture
+def random_case():
+    """Random smooth affinities over a grid of 2x4x4 fragments."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices((8, 16, 16))
+    fragments = (z // 2) * 16 + (y // 4) * 4 + x // 4 + 1
+    affinities = rng.uniform(0, 1, size=(3, 8, 16, 16)).astype(np.float32)
+    return affinities, fragments.astype(np.uint64)
+
+
+def test_mean_matches_waterz_on_random_fragments(random_case):
+    affinities, fragments = random_case
+    thresholds = [0.3, 0.45, 0.5, 0.55, 0.7]
+    ours = agglomerate(affinities, fragments, thresholds=thresholds)
+    theirs = run_waterz(affinities, fragments, thresholds)
+    for mine, reference in zip(ours, theirs):
+        assert same_partition(mine, reference)
+    assert len(np.unique(ours[0])) > len(np.unique(ours[-1]))
+
+
+def test_mean_matches_waterz_on_fib_gala(shared_data):
+    h5py = pytest.importorskip("h5py")
+    folder = shared_data / "fib-gala"
+    with h5py.File(folder / "test-p1.lzf.h5") as f:
+        boundaries = f["stack"][:]
+    with h5py.File(folder / "test-ws.lzf.h5") as f:
+        fragments = f["stack"][:]
+    affinities = affinities_from_boundaries(boundaries)
+    thresholds = [0.2, 0.5, 0.7, 0.8, 0.9]
+    ours = agglomerate(boundaries, fragments, thresholds=thresholds)
+    theirs = run_waterz(affinities, fragments, thresholds)
+    for mine, reference in zip(ours, theirs):
+        assert same_partition(mine, reference)
+
+
+def test_threshold_zero_changes_nothing(random_case):
+    affinities, fragments = random_case
+    (result,) = agglomerate(affinities, fragments, thresholds=[0.0])
+    assert np.array_equal(result, fragments)
+
+
+def test_threshold_above_every_score_merges_each_connected_component():
+    fragments = np.array([[[1, 1, 2, 0, 3, 4, 4]]], dtype=np.uint64)
+    affinities = np.full((3, 1, 1, 7), 0.1, dtype=np.float32)
+    (result,) = agglomerate(affinities, fragments, thresholds=[1.5])
+    assert result[0, 0, 0] == result[0, 0, 2]
+    assert result[0, 0, 4] == result[0, 0, 6]
+    assert result[0, 0, 0] != result[0, 0, 4]
+    assert result[0, 0, 3] == 0
+
+
+def test_every_fragment_ends_in_exactly_one_segment(random_case):
+    affinities, fragments = random_case
+    for result in agglomerate(affinities, fragments, thresholds=[0.4, 0.5, 0.6]):
+        for fragment_id in np.unique(fragments):
+            assert len(np.unique(result[fragments == fragment_id])) == 1
+
+
+def test_result_does_not_depend_on_fragment_id_order(random_case):
+    affinities, fragments = random_case
+    permutation = np.random.default_rng(5).permutation(int(fragments.max()) + 1).astype(np.uint64) + 1
+    (first,) = agglomerate(affinities, fragments, thresholds=[0.5])
+    (second,) = agglomerate(affinities, permutation[fragments], thresholds=[0.5])
+    assert same_partition(first, second)
+
+
+def test_mean_merges_highest_affinity_pair_first():
+    fragments = np.array([[[1, 2, 3]]], dtype=np.uint64)
+    affinities = np.zeros((3, 1, 1, 3), dtype=np.float32)
+    affinities[2, 0, 0, 1] = 0.9  # between 1 and 2
+    affinities[2, 0, 0, 2] = 0.6  # between 2 and 3
+    run = agglomeration(affinities, fragments)
+    np.testing.assert_allclose(run.history.score, [0.1, 0.4], atol=1e-6)
+    assert np.array_equal(run.segmentation(0.2), [[[1, 1, 3]]]) or np.array_equal(run.segmentation(0.2), [[[2, 2, 3]]])
+    assert len(np.unique(run.segmentation(0.5))) == 1
+
+
+def test_segment_from_affinities_separates_objects():
+    labels = np.zeros((4, 12, 12), dtype=np.uint64)
+    labels[:, :6] = 1
+    labels[:, 6:] = 2
+    affinities = np.zeros((3, 4, 12, 12), dtype=np.float32)
+    for axis in range(3):
+        here = [slice(None)] * 3
+        there = [slice(None)] * 3
+        here[axis] = slice(1, None)
+        there[axis] = slice(None, -1)
+        affinities[axis][tuple(here)] = 0.9 * (labels[tuple(here)] == labels[tuple(there)])
+    result = segment(affinities, threshold=0.5)
+    assert evaluate(result, labels).voi == pytest.approx(0.0)
+
+
+def test_agglomerate_rejects_mismatched_shapes_and_negative_ids(random_case):
+    affinities, fragments = random_case
+    with pytest.raises(NeuropilError, match="shape"):
+        agglomerate(affinities, fragments[:-1])
+    with pytest.raises(NeuropilError, match="negative"):
+        agglomerate(affinities, fragments.astype(np.int64) - 5)
+    with pytest.raises(NeuropilError, match="NaN"):
+        agglomerate(np.full(fragments.shape, np.nan, dtype=np.float32), fragments)
+    with pytest.raises(NeuropilError, match="unknown agglomeration method"):
+        agglomerate(affinities, fragments, method="median")
