@@ -76,6 +76,8 @@ class MultiDomainSampler:
     patch_shape : (z, y, x) patch size in voxels
     weights : mapping of domain name to weight, optional (uniform by default)
     seed : int
+    min_known_fraction : float
+        Redraw a patch (up to 100 times) while fewer of its voxels are known.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class MultiDomainSampler:
         patch_shape: Sequence[int],
         weights: Mapping[str, float] | None = None,
         seed: int = 0,
+        min_known_fraction: float = 0.0,
     ) -> None:
         if not domains:
             raise NeuropilError("no training domains given")
@@ -111,14 +114,23 @@ class MultiDomainSampler:
                 raise NeuropilError("domain weights must be >= 0 and not all 0")
         self.probabilities = probabilities / probabilities.sum()
         self.rng = np.random.default_rng(seed)
+        if not 0.0 <= min_known_fraction <= 1.0:
+            raise NeuropilError(f"min_known_fraction must lie in [0, 1], got {min_known_fraction}")
+        self.min_known_fraction = float(min_known_fraction)
+
+    MAX_TRIES = 100
 
     def sample(self) -> Patch:
         domain = self.names[self.rng.choice(len(self.names), p=self.probabilities)]
         index = int(self.rng.integers(len(self.domains[domain])))
         volume = self.domains[domain][index]
-        offset = tuple(int(self.rng.integers(0, s - p + 1)) for s, p in zip(volume.raw.shape, self.patch_shape))
-        region = tuple(slice(o, o + p) for o, p in zip(offset, self.patch_shape))
-        known = None if volume.known is None else np.asarray(volume.known[region], dtype=bool)
+        for _ in range(self.MAX_TRIES):
+            offset = tuple(int(self.rng.integers(0, s - p + 1)) for s, p in zip(volume.raw.shape, self.patch_shape))
+            region = tuple(slice(o, o + p) for o, p in zip(offset, self.patch_shape))
+            known = None if volume.known is None else np.asarray(volume.known[region], dtype=bool)
+            # Patches mostly outside the labelled data teach nothing; draw again (bounded).
+            if known is None or known.mean() >= self.min_known_fraction:
+                break
         return Patch(
             raw=normalize_raw(volume.raw[region]),
             labels=np.asarray(volume.labels[region]).astype(np.uint64),
@@ -127,3 +139,107 @@ class MultiDomainSampler:
             volume=index,
             offset=offset,
         )
+
+
+VALIDATION_WIDTH = 150
+"""Voxels ``0 <= x < 150`` at the training voxel size are validation (the method's band)."""
+
+
+def split_validation_band(
+    volume: TrainingVolume, *, width: int = VALIDATION_WIDTH, axis: int = 2
+) -> tuple[TrainingVolume | None, TrainingVolume | None]:
+    """Cut a volume into its training part (``x >= width``) and validation band (``x < width``).
+
+    The parts are separate volumes (views, no copies), so a patch sampled from one can
+    never straddle the band. A part with no voxels is None.
+
+    Parameters
+    ----------
+    volume : TrainingVolume
+        At the training voxel size (the band is counted in its voxels).
+    width : int
+        Band width in voxels along ``axis``.
+    axis : int
+        0, 1 or 2 for z, y, x.
+
+    Returns
+    -------
+    (training, validation) : TrainingVolume or None each
+    """
+    if width < 0:
+        raise NeuropilError(f"validation band width must be >= 0, got {width}")
+    size = volume.raw.shape[axis]
+    parts = []
+    for name, start, stop in (("train", min(width, size), size), ("validation", 0, min(width, size))):
+        if stop <= start:
+            parts.append(None)
+            continue
+        region = [slice(None)] * 3
+        region[axis] = slice(start, stop)
+        region = tuple(region)
+        parts.append(
+            TrainingVolume(
+                raw=volume.raw[region],
+                labels=volume.labels[region],
+                voxel_size=volume.voxel_size,
+                label_zero=volume.label_zero,
+                in_plane_only=volume.in_plane_only,
+                known=None if volume.known is None else volume.known[region],
+                name=f"{volume.name}[{name}]",
+                metadata={**volume.metadata, "part": name, "band_axis": axis, "band_start": start},
+            )
+        )
+    return parts[0], parts[1]
+
+
+def catalog_domains(
+    datasets: Sequence[str],
+    *,
+    target_voxel_size: Sequence[float],
+    validation_width: int = VALIDATION_WIDTH,
+    patch_shape: Sequence[int] | None = None,
+) -> tuple[dict[str, list[TrainingVolume]], dict[str, list[TrainingVolume]]]:
+    """Training and validation domains from catalog datasets, one domain per dataset.
+
+    Every ``train``-role volume is loaded at ``target_voxel_size`` and cut by
+    :func:`split_validation_band`; ``test``-role volumes are left out. Parts smaller
+    than ``patch_shape`` are dropped with a warning; a dataset left with no training
+    part raises (the small shared sets need a narrower band than the method's 150 voxels
+    at 13 nm: e.g. isbi2012 is 158 voxels wide there).
+
+    Returns
+    -------
+    (training, validation) : dicts of domain name to volumes, ready for
+    :class:`MultiDomainSampler` (synthetic domains can be added to the same dicts).
+    """
+    import logging
+
+    from neuropil.data.catalog import get_dataset
+    from neuropil.data.labels import load_training_volume
+
+    logger = logging.getLogger(__name__)
+    training: dict[str, list[TrainingVolume]] = {}
+    validation: dict[str, list[TrainingVolume]] = {}
+    for name in datasets:
+        entry = get_dataset(name)
+        for volume_name, volume in entry.volumes.items():
+            if volume.role != "train" or volume.raw is None or volume.labels is None:
+                continue
+            loaded = load_training_volume(entry, volume_name, target_voxel_size=target_voxel_size)
+            train_part, validation_part = split_validation_band(loaded, width=validation_width)
+            for part, into in ((train_part, training), (validation_part, validation)):
+                if part is None:
+                    continue
+                # Validation is predicted whole (padded), so only training parts must hold a patch.
+                small = patch_shape is not None and any(s < p for s, p in zip(part.raw.shape, patch_shape))
+                if into is training and small:
+                    logger.warning("%s: shape %s is smaller than the patch %s; left out", part.name,
+                                   part.raw.shape, tuple(patch_shape))
+                    continue
+                into.setdefault(name, []).append(part)
+        if name not in training:
+            raise NeuropilError(
+                f"dataset '{name}' has no training data left at {tuple(target_voxel_size)} nm beside a "
+                f"{validation_width}-voxel validation band"
+            )
+    return training, validation

@@ -1,0 +1,77 @@
+"""``neuropil data list | info NAME|ADDRESS [--json] | fetch NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="list, describe and download datasets of the catalog",
+        description="The dataset catalog (built in, plus $NEUROPIL_CATALOG files). Data root: $NEUROPIL_DATA.",
+    )
+    commands = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    listing = commands.add_parser("list", help="the catalog's datasets, one a line")
+    listing.add_argument("--json", action="store_true", help="print one JSON object")
+    listing.set_defaults(run=run_list)
+    info = commands.add_parser("info", help="facts about a dataset or any volume address")
+    info.add_argument("target", metavar="NAME|ADDRESS", help="catalog name (fib-gala) or address (file.h5:key, ...)")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--no-count", action="store_true", help="skip counting label ids (reads whole label volumes)")
+    info.set_defaults(run=run_info)
+    fetch = commands.add_parser("fetch", help="download a dataset's files (checksums verified, resumable)")
+    fetch.add_argument("name", metavar="NAME")
+    fetch.add_argument("--dest", metavar="DIR", help="folder to download into (default: the download cache)")
+    fetch.add_argument("--no-verify", action="store_true", help="download files the catalog has no checksum for")
+    fetch.set_defaults(run=run_fetch)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from neuropil.data.catalog import load_catalog
+
+    catalog = load_catalog()
+    if args.json:
+        print(json.dumps({name: {"title": d.title, "modality": d.modality, "voxel_size": list(d.voxel_size),
+                                 "labels": d.labels.value, "volumes": list(d.volumes),
+                                 "present": d.base_folder().exists()} for name, d in catalog.items()}))
+        return 0
+    print(f"{'name':<16} {'modality':<9} {'voxel size nm':<15} {'labels':<12} {'here':<5} title")
+    for name, dataset in catalog.items():
+        size = "x".join(f"{v:g}" for v in dataset.voxel_size)
+        here = "yes" if dataset.base_folder().exists() else "no"
+        print(f"{name:<16} {dataset.modality:<9} {size:<15} {dataset.labels.value:<12} {here:<5} {dataset.title}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from neuropil.data.catalog import address_info, dataset_info, load_catalog
+
+    catalog = load_catalog()
+    if args.target in catalog:
+        info = dataset_info(catalog[args.target], count_labels=not args.no_count)
+    else:
+        info = address_info(args.target, count_labels=not args.no_count)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        _print_tree(info)
+    return 0
+
+
+def _print_tree(info: dict, indent: int = 0) -> None:
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(" " * indent + f"{key}:")
+            _print_tree(value, indent + 2)
+        elif value not in (None, "", []):
+            print(" " * indent + f"{key}: {value}")
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from neuropil.data.fetch import fetch
+
+    folder = fetch(args.name, destination=args.dest, verify=not args.no_verify, progress=True)
+    print(folder)
+    return 0
