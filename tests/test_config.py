@@ -249,3 +249,36 @@ def test_predict_takes_the_voxel_size_from_the_catalog(shared_data, tmp_path, ch
         assert volume.shape == (3, 20, 77, 154) and volume.voxel_size == (25.0, 13.0, 13.0)
     assert main(["predict", str(checkpoint), "fib-gala/test", out, "--voxel-size", "10", "4", "4",
                  "--no-progress"]) == 2
+
+
+def test_centre_crop_keeps_the_middle_of_large_validation_volumes():
+    from neuropil.data.sampling import TrainingVolume
+    from neuropil.train import centre_crop
+
+    labels = np.arange(6 * 10 * 7, dtype=np.uint64).reshape(6, 10, 7)
+    volume = TrainingVolume(raw=labels.astype(np.uint8), labels=labels, voxel_size=(25.0, 13.0, 13.0),
+                            known=labels % 2 == 0, in_plane_only=True)
+    crop = centre_crop(volume, (4, 4, 8))
+    np.testing.assert_array_equal(crop.labels, labels[1:5, 3:7, :])
+    np.testing.assert_array_equal(crop.known, labels[1:5, 3:7, :] % 2 == 0)
+    assert crop.in_plane_only and crop.voxel_size == volume.voxel_size
+    assert centre_crop(volume, None) is volume and centre_crop(volume, (6, 10, 7)) is volume
+
+
+def test_interrupted_training_saves_and_resumes(tmp_path, monkeypatch):
+    from neuropil.train import Trainer
+
+    step = Trainer.step
+
+    def interrupted(self):
+        if self.iteration == 3:
+            raise KeyboardInterrupt
+        return step(self)
+
+    config_path = write_yaml(tmp_path / "tiny.yaml", tiny(train={**tiny()["train"], "checkpoint_every": 100}))
+    monkeypatch.setattr(Trainer, "step", interrupted)
+    assert main(["train", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"]) == 130
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 3
+    monkeypatch.setattr(Trainer, "step", step)
+    assert main(["train", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 4

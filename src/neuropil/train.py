@@ -49,6 +49,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     checkpoint_every: int = 100
     device: str = "cpu"
+    validation: bool = True
+    """Score the validation volumes at every checkpoint (``validation.csv``)."""
+    validation_shape: tuple[int, int, int] | None = (32, 128, 128)
+    """(z, y, x) at most of each validation volume scored (its centre); None: all of it."""
 
 
 def config_error(error: ValidationError, where: str) -> NeuropilError:
@@ -105,6 +109,25 @@ def validation_loss(model: UNet3D, volume: TrainingVolume, *, balance: bool = Tr
         logits, torch.from_numpy(target.affinities), torch.from_numpy(target.mask.astype(np.float32)), balance=balance
     )
     return float(loss.item())
+
+
+def centre_crop(volume: TrainingVolume, shape: Sequence[int] | None) -> TrainingVolume:
+    """The centre of ``volume``, at most ``shape`` (z, y, x) voxels (a view; the volume itself if it fits)."""
+    if shape is None or all(s <= c for s, c in zip(volume.raw.shape, shape)):
+        return volume
+    region = tuple(
+        slice((s - min(s, c)) // 2, (s - min(s, c)) // 2 + min(s, c)) for s, c in zip(volume.raw.shape, shape)
+    )
+    return TrainingVolume(
+        raw=volume.raw[region],
+        labels=volume.labels[region],
+        voxel_size=volume.voxel_size,
+        label_zero=volume.label_zero,
+        in_plane_only=volume.in_plane_only,
+        known=None if volume.known is None else volume.known[region],
+        name=f"{volume.name}[centre]",
+        metadata={**volume.metadata, "crop": [(r.start, r.stop) for r in region]},
+    )
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -166,7 +189,11 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.model_config = model_config
         self.config = train_config
-        self.validation = {name: list(volumes) for name, volumes in (validation or {}).items() if volumes}
+        self.validation = {
+            name: [centre_crop(volume, train_config.validation_shape) for volume in volumes]
+            for name, volumes in (validation or {}).items()
+            if volumes and train_config.validation
+        }
         self.run_config = dict(run_config) if run_config is not None else None
         self.sampler = MultiDomainSampler(
             domains, patch_shape=train_config.patch_shape, weights=train_config.weights, seed=train_config.seed
