@@ -315,6 +315,7 @@ def dataset_info(dataset: DatasetEntry, *, count_labels: bool = True) -> dict[st
         "license": dataset.license,
         "source": dataset.source,
         "notes": dataset.notes,
+        "validation_width": dataset.validation_width,
         "folder": str(dataset.base_folder()),
         "volumes": {},
     }
