@@ -73,5 +73,12 @@ def test_catalog_domains_mix_with_real_sets(shared_data):
     assert training["isbi2012"][0].in_plane_only
     # fib-gala's test volume is held out.
     assert len(training["fib-gala"]) == 1 and training["fib-gala"][0].metadata["volume"] == "train"
-    with pytest.raises(NeuropilError, match="no training data left"):
-        catalog_domains(["isbi2012"], target_voxel_size=(25, 13, 13), patch_shape=(8, 32, 32))
+    with pytest.raises(NeuropilError, match="no training data left.*150-voxel"):
+        catalog_domains(["isbi2012"], target_voxel_size=(25, 13, 13), validation_width=150, patch_shape=(8, 32, 32))
+
+
+def test_catalog_domains_take_the_entry_band_width(shared_data):
+    # vnc-gerhard2013 states a 120-voxel band (a third of its 362 voxels at 13 nm).
+    training, validation = catalog_domains(["vnc-gerhard2013"], target_voxel_size=(25, 13, 13))
+    assert [v.raw.shape[2] for v in validation["vnc-gerhard2013"]] == [120]
+    assert [v.raw.shape[2] for v in training["vnc-gerhard2013"]] == [242]

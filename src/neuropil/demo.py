@@ -23,9 +23,7 @@ import torch
 from numpy.typing import NDArray
 
 from neuropil.agglomeration import agglomerate
-from neuropil.data.resample import resample
-from neuropil.data.sampling import TrainingVolume
-from neuropil.data.synth import PRESETS, generate
+from neuropil.data.synth import PRESETS, synthetic_volume
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import Scores, evaluate
 from neuropil.model import ModelConfig, UNet3D
@@ -73,27 +71,6 @@ class DomainResult:
     trained: Scores
     untrained: Scores
     figure: str
-
-
-def synthetic_volume(domain: str, *, shape, target_voxel_size, seed: int) -> TrainingVolume:
-    """A synthetic volume of ``domain`` drawn at its own voxel size and rescaled to the target."""
-    native = PRESETS[domain].voxel_size
-    native_shape = tuple(
-        int(np.ceil(s * t / n)) + 1 for s, t, n in zip(shape, target_voxel_size, native)
-    )
-    volume = generate(domain, shape=native_shape, seed=seed)
-    raw = resample(volume.raw, voxel_size=native, target_voxel_size=target_voxel_size, kind="image")
-    labels = resample(volume.labels, voxel_size=native, target_voxel_size=target_voxel_size, kind="labels")
-    crop = tuple(slice(0, s) for s in shape)
-    if any(have < want for have, want in zip(raw.shape, shape)):
-        raise NeuropilError(f"{domain}: rescaled volume {raw.shape} is smaller than {shape}")
-    return TrainingVolume(
-        raw=np.ascontiguousarray(raw[crop]),
-        labels=np.ascontiguousarray(labels[crop]),
-        voxel_size=tuple(float(v) for v in target_voxel_size),
-        label_zero=volume.label_zero,
-        name=f"{domain} seed {seed}",
-    )
 
 
 def segment_thresholds(affinities: NDArray, thresholds, *, voxel_size) -> list[NDArray[np.uint64]]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Sequence
+import os
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -117,3 +118,82 @@ def predict_affinities(
                 bar.update(len(batch))
     bar.close()
     return np.ascontiguousarray(out[(slice(None), *(slice(0, s) for s in raw.shape))])
+
+
+class PredictionWritten(NamedTuple):
+    """What :func:`predict_file` wrote."""
+
+    address: str
+    shape: tuple[int, ...]
+    """(c, z, y, x) of the affinities."""
+    voxel_size: tuple[float, float, float]
+    """nm, the model's; the affinities are at this voxel size."""
+    input_voxel_size: tuple[float, float, float]
+    """nm, the raw volume's (from its file, the catalog or the caller)."""
+
+
+def predict_file(
+    checkpoint: str | os.PathLike,
+    raw: str,
+    out: str | os.PathLike,
+    *,
+    voxel_size: Sequence[float] | None = None,
+    tile_shape: Sequence[int] | None = (32, 128, 128),
+    device: str = "cpu",
+    progress: bool = True,
+) -> PredictionWritten:
+    """Predict affinities of the volume at ``raw`` with a trained checkpoint and write them.
+
+    The raw volume is rescaled (anti-aliased) to the model's voxel size when its own
+    differs; its voxel size comes from the file's metadata, else from the catalog (when
+    ``raw`` is a catalog name, ``NAME/VOLUME`` or a catalog volume's address), else from
+    ``voxel_size``. It must be known: a network applied at the wrong scale fails quietly.
+
+    Parameters
+    ----------
+    checkpoint : path of a ``checkpoint.pt`` from :class:`neuropil.train.Trainer`
+    raw : volume address (``file.h5:key``, ``dir.zarr/key``, ``stack.tif``, a folder of
+        slices) or catalog name
+    out : output address; receives (c, z, y, x) float32 affinities at the model's voxel
+        size, written atomically with the voxel size stored
+    voxel_size : (z, y, x) nm of ``raw``, optional; must agree with the file's if it has one
+    tile_shape : (z, y, x) voxels per tile (see :func:`predict_affinities`)
+
+    Raises
+    ------
+    NeuropilError
+        Unreadable checkpoint or volume, a voxel size that is unknown or disagrees with
+        the file's, a non-3-D volume.
+    """
+    from neuropil.data.catalog import raw_in_catalog
+    from neuropil.data.io import open_volume, write_volume
+    from neuropil.data.resample import resample
+    from neuropil.train import load_model
+
+    if tile_shape is not None and (len(tile_shape) != 3 or any(int(t) < 1 for t in tile_shape)):
+        raise NeuropilError(f"tile shape needs 3 positive values (z y x), got {tuple(tile_shape)}")
+    model = load_model(checkpoint, device=device)
+    model_voxel_size = tuple(float(v) for v in model.config.voxel_size)
+    address, catalog_voxel_size = raw_in_catalog(raw) or (raw, None)
+    given = None if voxel_size is None else tuple(float(v) for v in voxel_size)
+    if given is not None and len(given) != 3:
+        raise NeuropilError(f"--voxel-size needs 3 values (z y x nm), got {len(given)}")
+    if given is not None and catalog_voxel_size is not None and not np.allclose(given, catalog_voxel_size, rtol=1e-3):
+        raise NeuropilError(f"{raw}: voxel size mismatch: given {given} nm, the catalog says {catalog_voxel_size} nm")
+    with open_volume(address, voxel_size=given or catalog_voxel_size) as volume:
+        if volume.ndim != 3:
+            raise NeuropilError(f"{volume.address}: expected a 3-D (z, y, x) volume, got shape {volume.shape}")
+        input_voxel_size = volume.voxel_size
+        image = volume.read()
+    if input_voxel_size is None:
+        raise NeuropilError(
+            f"{address}: voxel size unknown (not in the file or the catalog); give --voxel-size Z Y X "
+            f"(the model is for {model_voxel_size} nm)"
+        )
+    input_voxel_size = tuple(float(v) for v in input_voxel_size)
+    if not np.allclose(input_voxel_size, model_voxel_size, rtol=1e-3):
+        logger.info("rescaling %s from %s nm to the model's %s nm", address, input_voxel_size, model_voxel_size)
+        image = resample(image, voxel_size=input_voxel_size, target_voxel_size=model_voxel_size, kind="image")
+    affinities = predict_affinities(image, model, tile_shape=tile_shape, device=device, progress=progress)
+    written = write_volume(out, affinities.astype(np.float32, copy=False), voxel_size=model_voxel_size)
+    return PredictionWritten(str(written), tuple(affinities.shape), model_voxel_size, input_voxel_size)

@@ -1,8 +1,10 @@
 """Training: masked binary cross-entropy on affinities, Adam, multi-domain batches.
 
 A run lives in one folder: ``config.yaml`` (how it was made), ``checkpoint.pt`` (the
-latest state, written atomically) and ``log.csv``. Starting again in the same folder
-resumes from the checkpoint; an interrupted run saves before it stops.
+latest state, written atomically), ``log.csv`` (training loss per iteration) and, when
+validation volumes are given, ``validation.csv`` (their loss at every checkpoint).
+Starting again in the same folder resumes from the checkpoint; an interrupted run saves
+before it stops.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     checkpoint_every: int = 100
     device: str = "cpu"
+    validation: bool = True
+    """Score the validation volumes at every checkpoint (``validation.csv``)."""
+    validation_shape: tuple[int, int, int] | None = (32, 128, 128)
+    """(z, y, x) at most of each validation volume scored (its centre); None: all of it."""
 
 
 def config_error(error: ValidationError, where: str) -> NeuropilError:
@@ -67,6 +73,61 @@ def masked_bce_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tens
         )
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weights, reduction="sum")
     return loss / mask.sum().clamp(min=1.0)
+
+
+def validation_loss(model: UNet3D, volume: TrainingVolume, *, balance: bool = True, device: str = "cpu") -> float:
+    """The training loss of the model's whole-volume prediction of ``volume``.
+
+    Predicted in exact tiles (:func:`neuropil.predict.predict_affinities`), so a
+    validation band narrower than a training patch is scored too.
+
+    Parameters
+    ----------
+    model : UNet3D
+    volume : TrainingVolume
+        At the model's voxel size.
+    balance : bool
+        Class-balance as in training (:func:`masked_bce_loss`).
+
+    Returns
+    -------
+    float
+        Masked binary cross-entropy over the known affinities (nats per affinity).
+    """
+    from neuropil.predict import predict_affinities
+
+    affinities = predict_affinities(volume.raw, model, progress=False, device=device)
+    target = affinities_from_labels(
+        volume.labels,
+        offsets=model.config.offsets,
+        label_zero=volume.label_zero,
+        known=volume.known,
+        in_plane_only=volume.in_plane_only,
+    )
+    logits = torch.logit(torch.from_numpy(affinities), eps=1e-6)
+    loss = masked_bce_loss(
+        logits, torch.from_numpy(target.affinities), torch.from_numpy(target.mask.astype(np.float32)), balance=balance
+    )
+    return float(loss.item())
+
+
+def centre_crop(volume: TrainingVolume, shape: Sequence[int] | None) -> TrainingVolume:
+    """The centre of ``volume``, at most ``shape`` (z, y, x) voxels (a view; the volume itself if it fits)."""
+    if shape is None or all(s <= c for s, c in zip(volume.raw.shape, shape)):
+        return volume
+    region = tuple(
+        slice((s - min(s, c)) // 2, (s - min(s, c)) // 2 + min(s, c)) for s, c in zip(volume.raw.shape, shape)
+    )
+    return TrainingVolume(
+        raw=volume.raw[region],
+        labels=volume.labels[region],
+        voxel_size=volume.voxel_size,
+        label_zero=volume.label_zero,
+        in_plane_only=volume.in_plane_only,
+        known=None if volume.known is None else volume.known[region],
+        name=f"{volume.name}[centre]",
+        metadata={**volume.metadata, "crop": [(r.start, r.stop) for r in region]},
+    )
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -101,7 +162,19 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu") -> UNet3D:
 
 
 class Trainer:
-    """Trains one :class:`UNet3D` on patches from several domains, resumable from ``out_dir``."""
+    """Trains one :class:`UNet3D` on patches from several domains, resumable from ``out_dir``.
+
+    Parameters
+    ----------
+    domains : mapping of domain name to training volumes
+    out_dir : folder of the run
+    model_config, train_config
+    validation : mapping of domain name to volumes, optional
+        Scored with :func:`validation_loss` at every checkpoint (``validation.csv``).
+    run_config : mapping, optional
+        The whole run's configuration (e.g. :class:`neuropil.config.RunConfig` dumped),
+        saved as ``config.yaml`` and in the checkpoint instead of ``model`` and ``train`` only.
+    """
 
     def __init__(
         self,
@@ -110,17 +183,27 @@ class Trainer:
         out_dir: str | os.PathLike,
         model_config: ModelConfig,
         train_config: TrainConfig,
+        validation: Mapping[str, Sequence[TrainingVolume]] | None = None,
+        run_config: Mapping | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.model_config = model_config
         self.config = train_config
+        self.validation = {
+            name: [centre_crop(volume, train_config.validation_shape) for volume in volumes]
+            for name, volumes in (validation or {}).items()
+            if volumes and train_config.validation
+        }
+        self.run_config = dict(run_config) if run_config is not None else None
         self.sampler = MultiDomainSampler(
             domains, patch_shape=train_config.patch_shape, weights=train_config.weights, seed=train_config.seed
         )
         divisor = UNet3D(model_config).divisor
         if any(p % d for p, d in zip(train_config.patch_shape, divisor)):
             raise NeuropilError(f"patch_shape {train_config.patch_shape} must be a multiple of {divisor} for this model")
-        voxel_sizes = {tuple(v.voxel_size) for volumes in domains.values() for v in volumes}
+        voxel_sizes = {
+            tuple(v.voxel_size) for group in (domains, self.validation) for volumes in group.values() for v in volumes
+        }
         if voxel_sizes != {tuple(float(v) for v in model_config.voxel_size)}:
             raise NeuropilError(
                 f"training volumes have voxel sizes {sorted(voxel_sizes)} but the model is for "
@@ -140,10 +223,11 @@ class Trainer:
         self._write_config()
 
     def _write_config(self) -> None:
-        text = yaml.safe_dump(
-            {"model": self.model_config.model_dump(mode="json"), "train": self.config.model_dump(mode="json")},
-            sort_keys=False,
-        )
+        described = self.run_config or {
+            "model": self.model_config.model_dump(mode="json"),
+            "train": self.config.model_dump(mode="json"),
+        }
+        text = yaml.safe_dump(described, sort_keys=False)
         temporary = self.out_dir / "config.yaml.partial"
         temporary.write_text(text)
         os.replace(temporary, self.out_dir / "config.yaml")
@@ -169,8 +253,37 @@ class Trainer:
                 "model_state": self.model.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(),
                 "iteration": self.iteration,
+                **({"run_config": self.run_config} if self.run_config is not None else {}),
             },
         )
+        return path
+
+    def validate(self) -> dict[str, float]:
+        """Mean :func:`validation_loss` per validation domain (empty without validation volumes)."""
+        losses = {
+            name: float(np.mean([
+                validation_loss(self.model, volume, balance=self.config.balance_classes, device=self.config.device)
+                for volume in volumes
+            ]))
+            for name, volumes in self.validation.items()
+        }
+        if losses:
+            path = self.out_dir / "validation.csv"
+            new = not path.exists()
+            with path.open("a") as log:
+                if new:
+                    log.write("iteration,domain,loss\n")
+                for name, loss in losses.items():
+                    log.write(f"{self.iteration},{name},{loss:.5f}\n")
+            logger.info(
+                "iteration %d validation loss: %s", self.iteration, ", ".join(f"{n} {v:.4f}" for n, v in losses.items())
+            )
+        return losses
+
+    def checkpoint(self) -> Path:
+        """Save, then score the validation volumes."""
+        path = self.save()
+        self.validate()
         return path
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -222,7 +335,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if self.iteration % self.config.checkpoint_every == 0:
-                    self.save()
+                    self.checkpoint()
         except KeyboardInterrupt:
             self.save()
             logger.warning("interrupted at iteration %d; checkpoint saved, run again to resume", self.iteration)
@@ -230,7 +343,8 @@ class Trainer:
         finally:
             bar.close()
             log.close()
-        self.save()
+        if self.iteration % self.config.checkpoint_every != 0:
+            self.checkpoint()
         return self.model.eval()
 
 

@@ -103,6 +103,9 @@ class DatasetEntry(BaseModel):
     files: list[FileEntry] = []
     checksum_note: str = ""
     volumes: dict[str, VolumeEntry] = Field(min_length=1)
+    validation_width: int | None = Field(default=None, ge=0)
+    """Width (voxels along x at the training voxel size) of this dataset's validation band;
+    ``None``: the method's 150. Small sets set less, so most of them is left for training."""
     catalog_file: str = ""
 
     @field_validator("voxel_size")
@@ -230,6 +233,42 @@ def get_dataset(name: str, catalog: dict[str, DatasetEntry] | None = None) -> Da
     return catalog[name]
 
 
+def raw_in_catalog(target: str, catalog: dict[str, DatasetEntry] | None = None) -> tuple[str, tuple[float, ...]] | None:
+    """The raw address and voxel size the catalog gives for ``target``, or None.
+
+    ``target`` is a dataset name (its first volume with a raw image), ``NAME/VOLUME``, or
+    an address equal to a catalog volume's raw address (compared as resolved paths).
+    """
+    from neuropil.data.io import parse_address
+
+    catalog = load_catalog() if catalog is None else catalog
+    name, _, volume_name = target.partition("/")
+    if name in catalog and (not volume_name or volume_name in catalog[name].volumes):
+        entry = catalog[name]
+        candidates = [volume_name] if volume_name else [v for v, e in entry.volumes.items() if e.raw is not None]
+        for candidate in candidates:
+            volume = entry.volumes[candidate]
+            if volume.raw is None:
+                raise NeuropilError(f"dataset '{name}' volume '{candidate}' has no raw image")
+            return entry.address(volume.raw), entry.volume_voxel_size(volume)
+        raise NeuropilError(f"dataset '{name}' has no volume with a raw image")
+    try:
+        wanted = parse_address(target)
+    except NeuropilError:
+        return None
+    for entry in catalog.values():
+        for volume in entry.volumes.values():
+            if volume.raw is None:
+                continue
+            try:
+                known = parse_address(entry.address(volume.raw))
+            except NeuropilError:
+                continue
+            if known.path.resolve() == wanted.path.resolve() and (known.key or "") == (wanted.key or ""):
+                return str(target), entry.volume_voxel_size(volume)
+    return None
+
+
 # ----------------------------------------------------------------------------- facts
 
 
@@ -276,6 +315,7 @@ def dataset_info(dataset: DatasetEntry, *, count_labels: bool = True) -> dict[st
         "license": dataset.license,
         "source": dataset.source,
         "notes": dataset.notes,
+        "validation_width": dataset.validation_width,
         "folder": str(dataset.base_folder()),
         "volumes": {},
     }

@@ -209,10 +209,13 @@ def _to_nm(values, unit: str | None = "nm") -> tuple[float, ...] | None:
 
 
 def _spatial_tail(values: tuple[float, ...] | None, ndim: int) -> tuple[float, ...] | None:
-    """Match a metadata vector to the array's axes (CREMI stores 3 values for 3 axes)."""
+    """Match a metadata vector to the array's axes (CREMI stores 3 values for 3 axes).
+
+    A channels-first ``(c, z, y, x)`` array (affinities) keeps its 3 spatial values.
+    """
     if values is None or len(values) == 0:
         return None
-    if len(values) == ndim:
+    if len(values) == ndim or (ndim == 4 and len(values) == 3):
         return values
     if len(values) > ndim:
         return values[-ndim:]
@@ -635,7 +638,8 @@ class Volume:
         In native byte order.
     voxel_size : tuple of float or None
         Nanometres, z-first: from the file's metadata where it stores one, else the
-        ``voxel_size`` given to :func:`open_volume`, else None.
+        ``voxel_size`` given to :func:`open_volume`, else None. A ``(c, z, y, x)``
+        array's voxel size may have the 3 spatial entries only.
     offset : tuple of float or None
         Position of voxel 0 in nanometres, where the file stores one.
     chunks : tuple of int or None
@@ -667,7 +671,7 @@ class Volume:
         stored = backend.voxel_size
         if voxel_size is not None:
             given = tuple(float(v) for v in voxel_size)
-            if len(given) != len(self.shape):
+            if len(given) != len(self.shape) and not (len(self.shape) == 4 and len(given) == 3):
                 raise NeuropilError(f"{self.address}: voxel_size {given} has {len(given)} entries for {len(self.shape)} axes")
             if stored is not None and not np.allclose(stored, given, rtol=1e-3):
                 raise NeuropilError(f"{self.address}: voxel size mismatch: the file says {stored} nm, given {given} nm")

@@ -196,7 +196,7 @@ def catalog_domains(
     datasets: Sequence[str],
     *,
     target_voxel_size: Sequence[float],
-    validation_width: int = VALIDATION_WIDTH,
+    validation_width: int | None = None,
     patch_shape: Sequence[int] | None = None,
 ) -> tuple[dict[str, list[TrainingVolume]], dict[str, list[TrainingVolume]]]:
     """Training and validation domains from catalog datasets, one domain per dataset.
@@ -204,8 +204,11 @@ def catalog_domains(
     Every ``train``-role volume is loaded at ``target_voxel_size`` and cut by
     :func:`split_validation_band`; ``test``-role volumes are left out. Parts smaller
     than ``patch_shape`` are dropped with a warning; a dataset left with no training
-    part raises (the small shared sets need a narrower band than the method's 150 voxels
-    at 13 nm: e.g. isbi2012 is 158 voxels wide there).
+    part raises.
+
+    The band is ``validation_width`` voxels wide when given, else the catalog entry's
+    ``validation_width``, else the method's 150 (:data:`VALIDATION_WIDTH`). The small
+    shared sets set their own (isbi2012 is only 158 voxels wide at 13 nm).
 
     Returns
     -------
@@ -222,11 +225,13 @@ def catalog_domains(
     validation: dict[str, list[TrainingVolume]] = {}
     for name in datasets:
         entry = get_dataset(name)
+        width = validation_width if validation_width is not None else entry.validation_width
+        width = VALIDATION_WIDTH if width is None else width
         for volume_name, volume in entry.volumes.items():
             if volume.role != "train" or volume.raw is None or volume.labels is None:
                 continue
             loaded = load_training_volume(entry, volume_name, target_voxel_size=target_voxel_size)
-            train_part, validation_part = split_validation_band(loaded, width=validation_width)
+            train_part, validation_part = split_validation_band(loaded, width=width)
             for part, into in ((train_part, training), (validation_part, validation)):
                 if part is None:
                     continue
@@ -240,6 +245,6 @@ def catalog_domains(
         if name not in training:
             raise NeuropilError(
                 f"dataset '{name}' has no training data left at {tuple(target_voxel_size)} nm beside a "
-                f"{validation_width}-voxel validation band"
+                f"{width}-voxel validation band"
             )
     return training, validation

@@ -747,3 +747,51 @@ def with_changes(domain: str | SynthDomain, **changes) -> SynthDomain:
     if unknown:
         raise NeuropilError(f"unknown synthetic domain parameter(s): {', '.join(unknown)}")
     return dataclasses.replace(base, **changes)
+
+
+def synthetic_volume(
+    domain: str | SynthDomain,
+    *,
+    shape: tuple[int, int, int],
+    target_voxel_size: tuple[float, float, float],
+    seed: int,
+):
+    """A synthetic training volume drawn at the domain's own voxel size and rescaled to the target.
+
+    Real domains reach the network the same way: imaged at their own voxel size, then
+    rescaled (raw anti-aliased, labels by nearest neighbour) to the training voxel size.
+
+    Parameters
+    ----------
+    domain : str or SynthDomain
+        A preset name (a key of :data:`PRESETS`) or a domain.
+    shape : (z, y, x) voxels at ``target_voxel_size``
+    target_voxel_size : (z, y, x) nm
+    seed : int
+
+    Returns
+    -------
+    neuropil.data.sampling.TrainingVolume
+        ``raw`` (z, y, x) and ``labels`` uint64 of ``shape`` at ``target_voxel_size``.
+    """
+    from neuropil.data.resample import resample
+    from neuropil.data.sampling import TrainingVolume
+
+    resolved = _resolve_domain(domain)
+    shape = _check_shape(shape)
+    native = resolved.voxel_size
+    # One extra voxel per axis so rounding in the rescaling never leaves the crop short.
+    native_shape = tuple(int(np.ceil(s * t / n)) + 1 for s, t, n in zip(shape, target_voxel_size, native))
+    volume = generate(resolved, shape=native_shape, seed=seed)
+    raw = resample(volume.raw, voxel_size=native, target_voxel_size=target_voxel_size, kind="image")
+    labels = resample(volume.labels, voxel_size=native, target_voxel_size=target_voxel_size, kind="labels")
+    if any(have < want for have, want in zip(raw.shape, shape)):
+        raise NeuropilError(f"{resolved.name}: rescaled volume {raw.shape} is smaller than {shape}")
+    crop = tuple(slice(0, s) for s in shape)
+    return TrainingVolume(
+        raw=np.ascontiguousarray(raw[crop]),
+        labels=np.ascontiguousarray(labels[crop]),
+        voxel_size=tuple(float(v) for v in target_voxel_size),
+        label_zero=volume.label_zero,
+        name=f"{resolved.name} seed {seed}",
+    )

@@ -1,0 +1,37 @@
+"""``neuropil predict CHECKPOINT RAW OUT [--voxel-size Z Y X] [--tile Z Y X]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict affinities of a volume with a trained checkpoint",
+        description=(
+            "Predict nearest-neighbour affinities (c, z, y, x; 1 = same object) of RAW with CHECKPOINT and "
+            "write them as float32 to OUT at the model's voxel size (stored in OUT). RAW is rescaled to the "
+            "model's voxel size when its own (from the file, the catalog or --voxel-size) differs."
+        ),
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt from `neuropil train`")
+    parser.add_argument("raw", metavar="RAW", help="raw volume address (file.h5:key, dir.zarr/key, .tif, folder) or catalog name")
+    parser.add_argument("output", metavar="OUT", help="output address (file.h5:key, dir.zarr/key, .tif)")
+    parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size of RAW in nm")
+    parser.add_argument("--tile", type=int, nargs=3, default=(32, 128, 128), metavar=("Z", "Y", "X"),
+                        help="voxels per prediction tile (default: 32 128 128)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from neuropil.predict import predict_file
+
+    written = predict_file(
+        args.checkpoint, args.raw, args.output, voxel_size=args.voxel_size, tile_shape=args.tile,
+        device=args.device, progress=not args.no_progress,
+    )
+    print(f"affinities {written.shape} at {written.voxel_size} nm: {written.address}")
+    return 0
