@@ -99,3 +99,14 @@ def test_voxel_size_mismatch_is_refused(tmp_path):
     other = TrainingVolume(raw=volume.raw, labels=volume.labels, voxel_size=(40.0, 4.0, 4.0))
     with pytest.raises(NeuropilError, match="resample them first"):
         Trainer({"a": [volume], "b": [other]}, out_dir=tmp_path, model_config=model_config, train_config=train_config)
+
+
+def test_cosine_schedule_decays_to_the_final_fraction(tmp_path):
+    model_config, _ = small_configs()
+    train_config = TrainConfig(iterations=100, patch_shape=(8, 32, 32), learning_rate=1e-3)
+    trainer = Trainer({"blobs": [blob_volume(0)]}, out_dir=tmp_path, model_config=model_config, train_config=train_config)
+    assert trainer.learning_rate() == pytest.approx(1e-3)
+    trainer.iteration = 50
+    assert trainer.learning_rate() == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    trainer.iteration = 100
+    assert trainer.learning_rate() == pytest.approx(1e-4)

@@ -10,9 +10,10 @@ before it stops.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ class TrainConfig(BaseModel):
     batch_size: int = 2
     """>= 2 reaches oneDNN's fast 3-D convolution on CPUs."""
     learning_rate: float = 5e-4
+    learning_rate_schedule: Literal["constant", "cosine"] = "cosine"
+    """``cosine`` decays the rate to ``final_learning_rate_fraction`` of it at the last iteration."""
+    final_learning_rate_fraction: float = 0.1
     balance_classes: bool = True
     """Weight boundary (0) and same-object (1) affinities equally within each batch."""
     augment: bool = True
@@ -309,8 +313,19 @@ class Trainer:
 
         return tensor(raws), tensor(targets), tensor(masks)
 
+    def learning_rate(self) -> float:
+        """The rate for the current iteration; a function of the iteration only, so resuming keeps it."""
+        rate = self.config.learning_rate
+        if self.config.learning_rate_schedule == "constant":
+            return rate
+        progress = min(self.iteration / max(self.config.iterations, 1), 1.0)
+        floor = self.config.final_learning_rate_fraction
+        return rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
     def step(self) -> float:
         self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         raw, target, mask = self.batch()
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.model(raw)
