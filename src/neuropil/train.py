@@ -122,16 +122,7 @@ def centre_crop(volume: TrainingVolume, shape: Sequence[int] | None) -> Training
     region = tuple(
         slice((s - min(s, c)) // 2, (s - min(s, c)) // 2 + min(s, c)) for s, c in zip(volume.raw.shape, shape)
     )
-    return TrainingVolume(
-        raw=volume.raw[region],
-        labels=volume.labels[region],
-        voxel_size=volume.voxel_size,
-        label_zero=volume.label_zero,
-        in_plane_only=volume.in_plane_only,
-        known=None if volume.known is None else volume.known[region],
-        name=f"{volume.name}[centre]",
-        metadata={**volume.metadata, "crop": [(r.start, r.stop) for r in region]},
-    )
+    return volume.crop(region, part="centre", crop=[(r.start, r.stop) for r in region])
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

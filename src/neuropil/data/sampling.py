@@ -47,6 +47,19 @@ class TrainingVolume:
         if self.raw.size == 0:
             raise NeuropilError(f"{where}: empty volume")
 
+    def crop(self, region: tuple[slice, ...], *, part: str, **metadata) -> "TrainingVolume":
+        """The sub-volume at ``region`` (views, not copies), named ``name[part]``."""
+        return TrainingVolume(
+            raw=self.raw[region],
+            labels=self.labels[region],
+            voxel_size=self.voxel_size,
+            label_zero=self.label_zero,
+            in_plane_only=self.in_plane_only,
+            known=None if self.known is None else self.known[region],
+            name=f"{self.name}[{part}]",
+            metadata={**self.metadata, "part": part, **metadata},
+        )
+
 
 class Patch(NamedTuple):
     raw: NDArray[np.float32]
@@ -178,16 +191,7 @@ def split_validation_band(
         region[axis] = slice(start, stop)
         region = tuple(region)
         parts.append(
-            TrainingVolume(
-                raw=volume.raw[region],
-                labels=volume.labels[region],
-                voxel_size=volume.voxel_size,
-                label_zero=volume.label_zero,
-                in_plane_only=volume.in_plane_only,
-                known=None if volume.known is None else volume.known[region],
-                name=f"{volume.name}[{name}]",
-                metadata={**volume.metadata, "part": name, "band_axis": axis, "band_start": start},
-            )
+            volume.crop(region, part=name, band_axis=axis, band_start=start)
         )
     return parts[0], parts[1]
 
