@@ -28,6 +28,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -185,14 +186,38 @@ def statistics(
     edge_stats[:, 2] = contacts.edge_sums(boundary**2)
     edge_stats[:, 3:] = histogram.reshape(contacts.n_edges, n_bins)
 
-    node = contacts.node.ravel()
-    inside = node >= 0
-    node = node[inside]
-    value = voxel_boundary.ravel()[inside].astype(np.float64)
-    z, y, x = (grid.ravel()[inside] for grid in np.indices(contacts.node.shape, dtype=np.float64))
-    columns = [np.ones_like(value), value, value**2, z, y, x, z * z, y * y, x * x, z * y, z * x, y * x]
-    node_stats = np.stack([np.bincount(node, weights=c, minlength=contacts.n_nodes) for c in columns], axis=1)
+    node3 = contacts.node.reshape((1,) * (3 - contacts.node.ndim) + contacts.node.shape)
+    value3 = np.ascontiguousarray(voxel_boundary, dtype=np.float32).reshape(node3.shape)
+    node_stats = _node_statistics(node3, value3, contacts.n_nodes)
     return edge_stats, node_stats
+
+
+@numba.njit(cache=True)
+def _node_statistics(node, value, n_nodes):
+    """(n_nodes, 12) size, value sum and square sum, coordinate sums and second moments."""
+    stats = np.zeros((n_nodes, 12), dtype=np.float64)
+    depth, height, width = node.shape
+    for z in range(depth):
+        for y in range(height):
+            for x in range(width):
+                n = node[z, y, x]
+                if n < 0:
+                    continue
+                b = np.float64(value[z, y, x])
+                row = stats[n]
+                row[0] += 1.0
+                row[1] += b
+                row[2] += b * b
+                row[3] += z
+                row[4] += y
+                row[5] += x
+                row[6] += z * z
+                row[7] += y * y
+                row[8] += x * x
+                row[9] += z * y
+                row[10] += z * x
+                row[11] += y * x
+    return stats
 
 
 def node_labels(contacts: graph.Contacts, ground_truth: NDArray) -> NDArray[np.int64]:
