@@ -11,8 +11,11 @@ from neuropil.watershed import affinities_from_boundaries
 
 def same_partition(a, b):
     """True if a and b group voxels the same way (ids may differ)."""
-    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
-    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+    _, first = np.unique(a, return_inverse=True)
+    _, second = np.unique(b, return_inverse=True)
+    first, second = first.ravel().astype(np.int64), second.ravel().astype(np.int64)
+    pairs = np.unique(first * (second.max() + 1) + second)
+    return pairs.size == first.max() + 1 == second.max() + 1
 
 
 def run_waterz(affinities, fragments, thresholds, scoring_function=None):
@@ -28,7 +31,8 @@ def run_waterz(affinities, fragments, thresholds, scoring_function=None):
             for s in waterz.agglomerate(
                 np.ascontiguousarray(affinities, dtype=np.float32),
                 list(thresholds),
-                fragments=np.ascontiguousarray(fragments, dtype=np.uint64),
+                # waterz relabels its fragments in place
+                fragments=np.array(fragments, dtype=np.uint64, order="C"),
                 **options,
             )
         ]
@@ -58,7 +62,11 @@ def test_mean_matches_waterz_on_random_fragments(random_case):
     assert len(np.unique(ours[0])) > len(np.unique(ours[-1]))
 
 
-def test_mean_matches_waterz_on_fib_gala(shared_data):
+WATERZ_QUANTILE = "OneMinus<HistogramQuantileAffinity<RegionGraphType,50,ScoreValue,256,false>>"
+
+
+@pytest.mark.parametrize("method", ["mean", "quantile"])
+def test_matches_waterz_on_fib_gala(shared_data, method):
     h5py = pytest.importorskip("h5py")
     folder = shared_data / "fib-gala"
     with h5py.File(folder / "test-p1.lzf.h5") as f:
@@ -67,10 +75,19 @@ def test_mean_matches_waterz_on_fib_gala(shared_data):
         fragments = f["stack"][:]
     affinities = affinities_from_boundaries(boundaries, combine="mean")
     thresholds = [0.2, 0.5, 0.7, 0.8, 0.9]
-    ours = agglomerate(boundaries, fragments, thresholds=thresholds)
-    theirs = run_waterz(affinities, fragments, thresholds)
-    for mine, reference in zip(ours, theirs):
-        assert same_partition(mine, reference)
+    ours = agglomerate(boundaries, fragments, method=method, thresholds=thresholds)
+    scoring = WATERZ_QUANTILE if method == "quantile" else None
+    theirs = run_waterz(affinities, fragments, thresholds, scoring_function=scoring)
+    if method == "mean":
+        for mine, reference in zip(ours, theirs):
+            assert same_partition(mine, reference)
+    else:
+        # 256-bin quantile scores tie often on real data, and ties are broken in
+        # another order than waterz's: the partitions differ by a merge or two
+        assert same_partition(ours[0], theirs[0])
+        for mine, reference in zip(ours, theirs):
+            assert abs(len(np.unique(mine)) - len(np.unique(reference))) <= 1
+    assert len(np.unique(ours[0])) > len(np.unique(ours[-1]))
 
 
 def test_threshold_zero_changes_nothing(random_case):
@@ -150,7 +167,7 @@ def test_quantile_matches_waterz_histogram_quantile(random_case):
         affinities,
         fragments,
         thresholds,
-        scoring_function="OneMinus<HistogramQuantileAffinity<RegionGraphType,50,ScoreValue,256,false>>",
+        scoring_function=WATERZ_QUANTILE,
     )
     for mine, reference in zip(ours, theirs):
         assert same_partition(mine, reference)

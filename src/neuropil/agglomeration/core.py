@@ -34,8 +34,7 @@ class Agglomeration:
         """
         n_merges = self.history.n_merges_below(threshold)
         roots = self.history.roots(self.contacts.n_nodes, n_merges)
-        lookup = np.concatenate(([0], self.contacts.ids[roots])).astype(LABEL_DTYPE, copy=False)
-        return lookup[self.contacts.node + 1]
+        return self.contacts.paint(self.contacts.ids[roots])
 
 
 def as_affinities(affinities_or_boundaries: NDArray) -> NDArray[np.float32]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -42,6 +43,10 @@ class Contacts:
     @property
     def n_edges(self) -> int:
         return int(self.u.size)
+
+    def paint(self, node_ids: NDArray[np.uint64]) -> NDArray[np.uint64]:
+        """Volume with each voxel's ``node_ids[node]`` (0 where there is no fragment)."""
+        return _paint(self.node.ravel(), np.asarray(node_ids, dtype=np.uint64)).reshape(self.node.shape)
 
     def edge_sums(self, weights: NDArray | None = None) -> NDArray[np.float64]:
         """(n_edges,) sum of ``weights`` (one per contact; 1 if not given) over each edge."""
@@ -75,29 +80,111 @@ def contacts(values: NDArray[np.float32], fragments: NDArray) -> Contacts:
     -------
     Contacts
     """
-    ids, inverse = np.unique(fragments, return_inverse=True)
-    node = inverse.reshape(fragments.shape).astype(np.int64, copy=False)
-    if ids.size and ids[0] == 0:
-        ids = ids[1:]
-        node -= 1
+    ids, node = node_indices(fragments)
     n = max(int(ids.size), 1)
-    keys, contact_values = [], []
-    for axis in range(fragments.ndim):
-        here = [slice(None)] * fragments.ndim
-        there = [slice(None)] * fragments.ndim
-        here[axis] = slice(1, None)
-        there[axis] = slice(None, -1)
-        a, b = node[tuple(here)], node[tuple(there)]
-        touching = (a != b) & (a >= 0) & (b >= 0)
-        a, b = a[touching], b[touching]
-        keys.append(np.minimum(a, b) * n + np.maximum(a, b))
-        contact_values.append(values[axis][tuple(here)][touching])
-    edge_keys, edge = np.unique(np.concatenate(keys), return_inverse=True)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    node3 = node.reshape((1,) * (3 - node.ndim) + node.shape)
+    values3 = values.reshape((values.shape[0],) + node3.shape)
+    # a 2-D (or 1-D) volume is a 3-D one with leading axes of size 1, whose channels
+    # are the last ones
+    first_axis = 3 - node.ndim
+    keys, contact_values = _contact_keys(node3, values3, first_axis, n)
+    # the edges are the distinct pair keys; each contact finds its edge by bisection
+    # (faster than a unique with inverse: there are far fewer edges than contacts)
+    sorted_keys = np.sort(keys)
+    starts = np.empty(sorted_keys.size, dtype=bool)
+    starts[:1] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+    edge_keys = sorted_keys[starts]
+    edge = np.searchsorted(edge_keys, keys).astype(np.int64, copy=False)
     return Contacts(
-        ids=ids.astype(np.uint64, copy=False),
+        ids=ids,
         u=edge_keys // n,
         v=edge_keys % n,
-        edge=edge.astype(np.int64, copy=False),
-        value=np.concatenate(contact_values).astype(np.float32, copy=False),
+        edge=edge,
+        value=contact_values,
         node=node,
     )
+
+
+def node_indices(fragments: NDArray) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+    """Sorted non-zero fragment ids, and the index of each voxel's id among them (-1 for 0)."""
+    flat = fragments.ravel()
+    if flat.size == 0:
+        return np.zeros(0, dtype=np.uint64), np.full(fragments.shape, -1, dtype=np.int64)
+    largest = int(flat.max())
+    if largest <= 4 * flat.size + 1024:
+        # ids are small: a dense table instead of a sort
+        present = _present(flat, largest)
+        table = np.cumsum(present, dtype=np.int64) - 1
+        table[0] = -1
+        ids = np.flatnonzero(present).astype(np.uint64)
+        return ids, _lookup(flat, table).reshape(fragments.shape)
+    ids, inverse = np.unique(flat, return_inverse=True)
+    node = inverse.astype(np.int64, copy=False).reshape(fragments.shape)
+    if ids[0] == 0:
+        ids = ids[1:]
+        node = node - 1
+    return ids.astype(np.uint64, copy=False), node
+
+
+@numba.njit(cache=True)
+def _contact_keys(node, values, first_axis, n):
+    """Pair keys ``min * n + max`` and values of every contact, axis by axis.
+
+    A counting pass sizes the output, so the filling pass has no growth checks.
+    """
+    depth, height, width = node.shape
+    flat = node.ravel()
+    value_flat = values.ravel()
+    total = flat.size
+    strides = (height * width, width, 1)
+    capacity = 0
+    for axis in range(first_axis, 3):
+        stride = strides[axis]
+        for i in range(stride, total):
+            capacity += flat[i] != flat[i - stride]
+    keys = np.empty(capacity, dtype=np.int64)
+    out = np.empty(capacity, dtype=np.float32)
+    count = 0
+    for axis in range(first_axis, 3):
+        stride = strides[axis]
+        channel = (axis - first_axis) * total
+        for z in range(1 if axis == 0 else 0, depth):
+            for y in range(1 if axis == 1 else 0, height):
+                row = (z * height + y) * width
+                for x in range(1 if axis == 2 else 0, width):
+                    i = row + x
+                    a = flat[i]
+                    b = flat[i - stride]
+                    if a != b and a >= 0 and b >= 0:
+                        keys[count] = min(a, b) * n + max(a, b)
+                        out[count] = value_flat[channel + i]
+                        count += 1
+    return keys[:count], out[:count]
+
+
+@numba.njit(cache=True)
+def _present(flat, largest):
+    present = np.zeros(largest + 1, dtype=np.bool_)
+    for i in range(flat.size):
+        present[flat[i]] = True
+    present[0] = False
+    return present
+
+
+@numba.njit(cache=True)
+def _lookup(flat, table):
+    out = np.empty(flat.size, dtype=table.dtype)
+    for i in range(flat.size):
+        out[i] = table[flat[i]]
+    return out
+
+
+@numba.njit(cache=True)
+def _paint(node, node_ids):
+    out = np.zeros(node.size, dtype=np.uint64)
+    for i in range(node.size):
+        if node[i] >= 0:
+            out[i] = node_ids[node[i]]
+    return out

@@ -148,6 +148,16 @@ def edge_features(edge_stat, node_u, node_v, n_bins):
 
 
 @numba.njit(cache=True)
+def all_edge_features(u, v, edge_stats, node_stats, n_bins):
+    """(n_edges, n_features) :func:`edge_features` of every edge of a graph."""
+    n_features = 16 + n_bins
+    features = np.empty((u.size, n_features), dtype=np.float64)
+    for e in range(u.size):
+        features[e] = edge_features(edge_stats[e], node_stats[u[e]], node_stats[v[e]], n_bins)
+    return features
+
+
+@numba.njit(cache=True)
 def _node_features(stat):
     size = max(stat[0], 1.0)
     mean = stat[1] / size

@@ -53,5 +53,4 @@ def mutex_watershed(affinities: NDArray, fragments: NDArray, *, threshold: float
         _, first = np.unique(segment[known], return_index=True)
         representative = dict(zip(segment[known][first], np.flatnonzero(known)[first]))
         roots[known] = [representative[s] for s in segment[known]]
-    lookup = np.concatenate(([0], contacts.ids[roots])).astype(LABEL_DTYPE, copy=False)
-    return lookup[contacts.node + 1]
+    return contacts.paint(contacts.ids[roots])

@@ -20,8 +20,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--gt", required=True, metavar="G", help="address of the ground truth (0 = unknown)")
     train.add_argument("--out", required=True, metavar="MODEL", help="file to write the classifier to (.npz)")
     train.add_argument("--epochs", type=int, default=3, help="agglomeration passes against the ground truth")
-    train.add_argument("--trees", type=int, default=100, help="trees of the random forest")
-    train.add_argument("--seed", type=int, default=0, help="seed of the random forest")
+    train.add_argument("--trees", type=int, default=100, help="trees of the forest")
+    train.add_argument("--seed", type=int, default=0, help="seed of the forest")
     train.set_defaults(run=run_train)
 
 
