@@ -56,3 +56,38 @@ def test_unknown_format_and_missing_key_raise(tmp_path):
     write_volume(tmp_path / "v.zarr/raw", np.zeros((2, 2, 2)))
     with pytest.raises(NeuropilError, match="no array 'nope'"):
         read_volume(tmp_path / "v.zarr/nope")
+
+
+@pytest.mark.parametrize("address", ["v.h5:raw", "v.zarr/raw", "v.n5/raw", "v.tif"])
+def test_failed_write_keeps_the_old_array_and_leaves_no_temporary(tmp_path, address):
+    old = np.arange(8, dtype=np.uint8).reshape(2, 2, 2)
+    write_volume(tmp_path / address, old)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    # An object array cannot be stored by any backend: the write fails after it has started.
+    with pytest.raises(Exception):
+        write_volume(tmp_path / address, np.array([[[object()]]]))
+    np.testing.assert_array_equal(read_volume(tmp_path / address), old)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("address", ["v.zarr/raw", "v.n5/raw"])
+def test_rewriting_a_container_array_replaces_it(tmp_path, address):
+    write_volume(tmp_path / address, np.zeros((2, 2, 2), dtype=np.uint8))
+    write_volume(tmp_path / address, np.ones((3, 2, 2), dtype=np.uint8))
+    np.testing.assert_array_equal(read_volume(tmp_path / address), np.ones((3, 2, 2)))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".partial", ".old"))]
+
+
+def test_writing_to_an_existing_zarr_container_without_a_key(tmp_path):
+    write_volume(tmp_path / "v.zarr/raw", np.zeros((2, 2, 2), dtype=np.uint8))
+    written = write_volume(tmp_path / "v.zarr", np.ones((2, 2, 2), dtype=np.uint8))
+    assert written.kind == "zarr"
+    np.testing.assert_array_equal(read_volume(tmp_path / "v.zarr/raw"), np.zeros((2, 2, 2)))
+
+
+def test_hdf5_write_ignores_a_temporary_left_by_a_crash(tmp_path):
+    write_volume(tmp_path / "stale.h5:junk", np.zeros((2, 2, 2)))
+    (tmp_path / "stale.h5").rename(tmp_path / "v.h5.partial")
+    write_volume(tmp_path / "v.h5:raw", np.ones((2, 2, 2)))
+    with pytest.raises(NeuropilError, match="no dataset 'junk'"):
+        read_volume(tmp_path / "v.h5:junk")

@@ -477,6 +477,9 @@ class _N5Backend(_Backend):
 
 def _write_n5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression: str = "gzip") -> None:
     key = where.key or "data"
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "uif" or dtype.itemsize > 8:
+        raise NeuropilError(f"{where}: N5 stores integer and float arrays, not {dtype}")
     where.path.mkdir(parents=True, exist_ok=True)
     root_attributes = where.path / "attributes.json"
     if not root_attributes.exists():
@@ -486,7 +489,6 @@ def _write_n5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compr
     temporary = where.path / f"{key}.partial"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
-    dtype = np.dtype(array.dtype)
     attributes = {
         "dimensions": list(reversed(array.shape)),
         "blockSize": [max(1, b) for b in reversed(block)],
@@ -495,6 +497,16 @@ def _write_n5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compr
     }
     if voxel_size is not None:
         attributes["resolution"] = [float(v) for v in reversed(voxel_size)]
+    try:
+        _write_n5_blocks(temporary, array, attributes, block, compression, where)
+    except BaseException:
+        _remove(temporary)
+        raise
+    _swap_in(temporary, final)
+
+
+def _write_n5_blocks(temporary: Path, array: NDArray, attributes: dict, block, compression: str, where) -> None:
+    dtype = np.dtype(array.dtype)
     (temporary / "attributes.json").write_text(json.dumps(attributes))
     block = tuple(max(1, b) for b in block)
     grid = [range(0, max(n, 1), b) for n, b in zip(array.shape, block)] if array.size else []
@@ -510,9 +522,6 @@ def _write_n5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compr
         path = temporary.joinpath(*(str(s // b) for s, b in zip(reversed(start), reversed(block))))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(header + body)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(temporary, final)
 
 
 # ----------------------------------------------------------------------------- TIFF and slices
@@ -821,9 +830,10 @@ def write_volume(
     zarr_format : {2, 3}, optional
         zarr format version; zarr's default (3) when None.
     """
-    where = parse_address(address) if not Path(os.fspath(address)).is_dir() else VolumeAddress(
-        Path(address), None, "slices"
-    )
+    # An existing dir.zarr is a container, not a folder of slices: parse the address as given.
+    where = parse_address(address)
+    if where.kind == "slices":
+        raise NeuropilError(f"{where.path}: writing a folder of slices is not supported; use .h5, .zarr or .tif")
     array = np.asarray(array)
     where.path.parent.mkdir(parents=True, exist_ok=True)
     if where.kind == "hdf5":
@@ -832,15 +842,40 @@ def write_volume(
         _write_n5(where, array, voxel_size=voxel_size, chunks=chunks, compression=compression or "raw")
     elif where.kind == "zarr":
         _write_zarr(where, array, voxel_size=voxel_size, chunks=chunks, zarr_format=zarr_format)
-    elif where.kind == "tiff":
+    else:
         import tifffile
 
         temporary = where.path.with_name(where.path.name + ".partial.tif")
-        tifffile.imwrite(temporary, array, photometric="minisblack")
+        try:
+            tifffile.imwrite(temporary, array, photometric="minisblack")
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
         os.replace(temporary, where.path)
-    else:
-        raise NeuropilError(f"{where.path}: writing a folder of slices is not supported; use .h5, .zarr or .tif")
     return where
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _swap_in(temporary: Path, final: Path) -> None:
+    """Put the finished folder ``temporary`` at ``final``.
+
+    Folders cannot be replaced in one rename, so the old one is first renamed aside: at every
+    moment either the old or the new array is complete at a known name.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(final.name + ".old")
+    _remove(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(temporary, final)
+    _remove(old)
 
 
 def _write_hdf5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression) -> None:
@@ -848,15 +883,23 @@ def _write_hdf5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, com
 
     key = where.key or "data"
     temporary = where.path.with_name(where.path.name + ".partial")
-    if where.path.exists():
-        shutil.copyfile(where.path, temporary)
-    with h5py.File(temporary, "a") as file:
-        if key in file:
-            del file[key]
-        chunked = chunks if chunks else (True if array.size > 1 else None)
-        dataset = file.create_dataset(key, data=array, chunks=chunked, compression=compression if chunked else None)
-        if voxel_size is not None:
-            dataset.attrs["resolution"] = np.asarray(voxel_size, dtype=np.float64)
+    # A temporary left by a crashed write must not be appended to.
+    temporary.unlink(missing_ok=True)
+    try:
+        if where.path.exists():
+            shutil.copyfile(where.path, temporary)
+        with h5py.File(temporary, "a") as file:
+            if key in file:
+                del file[key]
+            chunked = chunks if chunks else (True if array.size > 1 else None)
+            dataset = file.create_dataset(
+                key, data=array, chunks=chunked, compression=compression if chunked else None
+            )
+            if voxel_size is not None:
+                dataset.attrs["resolution"] = np.asarray(voxel_size, dtype=np.float64)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, where.path)
 
 
@@ -866,20 +909,20 @@ def _write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zar
     key = where.key or "data"
     root = zarr.open_group(str(where.path), mode="a", zarr_format=zarr_format)
     temporary_key = f"{key}.partial"
-    if temporary_key in root:
-        del root[temporary_key]
-    target = root.create_array(
-        temporary_key, shape=array.shape, dtype=array.dtype, chunks=chunks or "auto", overwrite=True
-    )
-    target[...] = array
-    if voxel_size is not None:
-        target.attrs["resolution"] = [float(v) for v in voxel_size]
-    if key in root:
-        del root[key]
+    temporary = where.path / temporary_key
+    _remove(temporary)
+    try:
+        target = root.create_array(
+            temporary_key, shape=array.shape, dtype=array.dtype, chunks=chunks or "auto", overwrite=True
+        )
+        target[...] = array
+        if voxel_size is not None:
+            target.attrs["resolution"] = [float(v) for v in voxel_size]
+    except BaseException:
+        _remove(temporary)
+        raise
     # zarr stores have no rename; move the finished array's folder into place.
-    store_root = where.path
-    (store_root / key).parent.mkdir(parents=True, exist_ok=True)
-    os.replace(store_root / temporary_key, store_root / key)
+    _swap_in(temporary, where.path / key)
 
 
 def write_ome_zarr(
