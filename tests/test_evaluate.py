@@ -105,3 +105,33 @@ def test_cli_evaluate_bad_input_exits_2_with_one_line(tmp_path, capsys, seg_addr
 def test_scikit_image_voi_order_on_the_one_bit_case():
     seg_given_gt, gt_given_seg = skimage_variation_of_information(np.array([1, 1, 8, 8]), np.array([1, 2, 3, 4]))
     assert (seg_given_gt, gt_given_seg) == pytest.approx((1.0, 0.0))
+
+
+@pytest.mark.parametrize(
+    "seg, gt, mask",
+    [
+        (np.zeros((0, 4, 4), np.uint64), np.zeros((0, 4, 4), np.uint64), None),  # empty volume
+        (np.ones((2, 2), np.uint64), np.zeros((2, 2), np.uint64), None),  # ground truth all 0
+        (np.ones((2, 2), np.uint64), np.ones((2, 2), np.uint64), np.zeros((2, 2), bool)),  # empty mask
+    ],
+)
+def test_nothing_to_score_raises_instead_of_a_perfect_score(seg, gt, mask):
+    for metric in (evaluate, variation_of_information, adapted_rand_error):
+        with pytest.raises(NeuropilError, match="no voxels to score"):
+            metric(seg, gt, mask=mask)
+
+
+def test_cli_evaluate_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    labels = np.arange(8, dtype=np.uint64).reshape(2, 2, 2)
+    write_volume(tmp_path / "v.h5:seg", labels)
+    write_volume(tmp_path / "v.h5:short", labels[:1])
+    write_volume(tmp_path / "v.h5:empty", labels[:0])
+    for seg, gt, problem in [
+        ("missing.h5:seg", "v.h5:seg", "no such file"),
+        ("v.h5:nope", "v.h5:seg", "no dataset 'nope'"),
+        ("v.h5:seg", "v.h5:short", "does not match"),
+        ("v.h5:empty", "v.h5:empty", "no voxels to score"),
+    ]:
+        assert main(["evaluate", f"{tmp_path}/{seg}", f"{tmp_path}/{gt}"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("neuropil: error: ") and error.count("\n") == 1 and problem in error

@@ -42,6 +42,7 @@ class Scores:
 
     @property
     def voi(self) -> float:
+        """Variation of information in bits, split + merge."""
         return self.voi_split + self.voi_merge
 
     @property
@@ -98,6 +99,17 @@ def contingency_table(
     return table.tocsr()
 
 
+def _scored_table(segmentation, ground_truth, *, mask, ignore_zero) -> scipy.sparse.csr_matrix:
+    """The contingency table, refusing one with no voxels: an empty score would read as perfect."""
+    table = contingency_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
+    if table.sum() == 0:
+        raise NeuropilError(
+            f"no voxels to score in a volume of shape {np.shape(ground_truth)}: it is empty, "
+            "its ground truth is all 0 or the mask excludes every labelled voxel"
+        )
+    return table
+
+
 def _entropy_terms(counts: NDArray) -> float:
     counts = counts[counts > 0]
     return float(np.sum(counts * np.log2(counts)))
@@ -108,6 +120,15 @@ def variation_of_information(
 ) -> tuple[float, float]:
     """Variation of information, split into its two conditional entropies.
 
+    Parameters
+    ----------
+    segmentation, ground_truth : (z, y, x) ndarray of int
+        Label volumes of the same shape (any number of axes).
+    mask : (z, y, x) ndarray of bool, optional
+        Only voxels where the mask is true are scored.
+    ignore_zero : bool
+        Leave out voxels whose ground truth is 0.
+
     Returns
     -------
     voi_split : float
@@ -115,7 +136,7 @@ def variation_of_information(
     voi_merge : float
         H(ground truth | segmentation) in bits (under-segmentation).
     """
-    table = contingency_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
+    table = _scored_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
     return _voi_from_table(table)
 
 
@@ -137,11 +158,14 @@ def adapted_rand_error(
 ) -> tuple[float, float, float]:
     """Adapted Rand error as in SNEMI3D and scikit-image (self-pairs excluded).
 
+    Parameters are those of :func:`variation_of_information`.
+
     Returns
     -------
     error, precision, recall : float
+        Error is 1 - F-score of precision and recall, all in [0, 1].
     """
-    table = contingency_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
+    table = _scored_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
     return _arand_from_table(table)
 
 
@@ -167,8 +191,26 @@ def evaluate(
 
     Voxels where the ground truth is 0 are left out (``ignore_zero``), and so are
     voxels outside ``mask``: this is how partial labels (e.g. dendrites only) are scored.
+
+    Parameters
+    ----------
+    segmentation, ground_truth : (z, y, x) ndarray of int
+        Label volumes of the same shape; neither is modified.
+    mask : (z, y, x) ndarray of bool, optional
+        Only voxels where the mask is true are scored.
+    ignore_zero : bool
+        Leave out voxels whose ground truth is 0.
+
+    Returns
+    -------
+    Scores
+
+    Raises
+    ------
+    NeuropilError
+        When the shapes differ, the labels are not integers, or no voxel is left to score.
     """
-    table = contingency_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
+    table = _scored_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
     voi_split, voi_merge = _voi_from_table(table)
     arand, precision, recall = _arand_from_table(table)
     return Scores(
