@@ -134,12 +134,14 @@ def test_cli_bad_input_exits_2_with_one_line(user_catalog, capsys, argv):
 # ----------------------------------------------------------------------------- the shared sets
 
 SHARED = {
-    # dataset: volume -> (shape, raw dtype, labels dtype, voxel size, label ids or codes)
+    # dataset: volume -> (shape, raw dtype, labels dtype, voxel size, number of label ids or the codes)
     "fib-gala": {"train": ((50, 100, 200), "uint8", "int32", (10, 10, 10), 87),
                  "test": ((50, 100, 200), "uint8", "int32", (10, 10, 10), 132)},
     "snemi-mini": {"train": ((32, 160, 160), None, "uint8", (29, 6, 6), 27)},
-    "isbi2012": {"train": ((30, 512, 512), "uint8", "uint8", (50, 4, 4), 1)},
-    "vnc-gerhard2013": {"stack1": ((20, 1024, 1024), "uint8", "uint8", (50, 4.6, 4.6), 8)},
+    # semantic label maps: every code present, 0 included (PROVENANCE.md of each set)
+    "isbi2012": {"train": ((30, 512, 512), "uint8", "uint8", (50, 4, 4), [0, 255])},
+    "vnc-gerhard2013": {"stack1": ((20, 1024, 1024), "uint8", "uint8", (50, 4.6, 4.6),
+                                   [0, 32, 64, 96, 128, 159, 191, 223, 255])},
 }
 
 

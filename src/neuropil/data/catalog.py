@@ -345,10 +345,14 @@ def dataset_info(dataset: DatasetEntry, *, count_labels: bool = True) -> dict[st
                 facts["voxel_size_from"] = "file"
             entry[kind] = facts
         if count_labels and dataset.classes is not None and entry.get("labels", {}).get("present"):
+            from neuropil.data.io import read_volume
             from neuropil.data.labels import load_labels
 
             labels, _ = load_labels(dataset, volume)
-            entry["labels"]["codes"] = entry["labels"].pop("label_ids", None)
+            # Semantic codes are classes, 0 among them: list them all rather than count non-zero ids.
+            entry["labels"].pop("label_ids", None)
+            codes = np.unique(read_volume(dataset.address(volume.labels)))
+            entry["labels"]["codes"] = [int(code) for code in codes]
             entry["labels"]["objects"] = _label_count(labels)
             entry["labels"]["objects_are"] = "2-D instances (connected interior per section)"
         info["volumes"][name] = entry
