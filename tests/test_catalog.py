@@ -191,3 +191,9 @@ def test_vnc_synapses_are_unknown_and_every_code_is_named(shared_data, caplog):
 def test_snemi_mini_refuses_training_without_raw(shared_data):
     with pytest.raises(NeuropilError, match="snemi-mini/train: has no raw image"):
         load_training_volume("snemi-mini")
+
+
+def test_cli_info_of_an_unknown_name_says_it_is_neither_dataset_nor_address(user_catalog, capsys):
+    assert main(["data", "info", "not-a-dataset"]) == 2
+    error = capsys.readouterr().err
+    assert "'not-a-dataset' is neither a catalog dataset" in error and "mine" in error

@@ -47,11 +47,19 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from neuropil.data.catalog import address_info, dataset_info, load_catalog
+    from neuropil.data.io import parse_address
+    from neuropil.errors import NeuropilError
 
     catalog = load_catalog()
     if args.target in catalog:
         info = dataset_info(catalog[args.target], count_labels=not args.no_count)
     else:
+        try:
+            parse_address(args.target)
+        except NeuropilError:
+            raise NeuropilError(
+                f"'{args.target}' is neither a catalog dataset ({', '.join(sorted(catalog))}) nor a volume address"
+            ) from None
         info = address_info(args.target, count_labels=not args.no_count)
     if args.json:
         print(json.dumps(info))
