@@ -135,3 +135,8 @@ def test_cli_evaluate_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         assert main(["evaluate", f"{tmp_path}/{seg}", f"{tmp_path}/{gt}"]) == 2
         error = capsys.readouterr().err
         assert error.startswith("neuropil: error: ") and error.count("\n") == 1 and problem in error
+
+
+def test_scores_are_plain_python_floats():
+    scores = evaluate(np.array([1, 2, 3, 4]), np.array([1, 1, 8, 8]))
+    assert all(type(value) in (float, int) for value in scores.as_dict().values())

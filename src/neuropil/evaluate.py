@@ -179,9 +179,9 @@ def _arand_from_table(table: scipy.sparse.csr_matrix) -> tuple[float, float, flo
     precision = sum_joint / sum_seg if sum_seg > 0 else 1.0
     recall = sum_joint / sum_gt if sum_gt > 0 else 1.0
     if precision + recall == 0:
-        return 1.0, precision, recall
+        return 1.0, float(precision), float(recall)
     f_score = 2.0 * precision * recall / (precision + recall)
-    return 1.0 - f_score, precision, recall
+    return float(1.0 - f_score), float(precision), float(recall)
 
 
 def evaluate(
