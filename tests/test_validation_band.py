@@ -82,3 +82,9 @@ def test_catalog_domains_take_the_entry_band_width(shared_data):
     training, validation = catalog_domains(["vnc-gerhard2013"], target_voxel_size=(25, 13, 13))
     assert [v.raw.shape[2] for v in validation["vnc-gerhard2013"]] == [120]
     assert [v.raw.shape[2] for v in training["vnc-gerhard2013"]] == [242]
+
+
+def test_a_dataset_without_raw_images_is_refused_as_such(shared_data):
+    # snemi-mini ships labels, fragments and probabilities but no raw image (PROVENANCE.md).
+    with pytest.raises(NeuropilError, match="no train volume with both a raw image and labels"):
+        catalog_domains(["snemi-mini"], target_voxel_size=(25, 13, 13))

@@ -231,9 +231,11 @@ def catalog_domains(
         entry = get_dataset(name)
         width = validation_width if validation_width is not None else entry.validation_width
         width = VALIDATION_WIDTH if width is None else width
-        for volume_name, volume in entry.volumes.items():
-            if volume.role != "train" or volume.raw is None or volume.labels is None:
-                continue
+        usable = {n: v for n, v in entry.volumes.items() if v.role == "train" and v.raw and v.labels}
+        if not usable:
+            # Say so, rather than blame the validation band for a dataset that cannot train at all.
+            raise NeuropilError(f"dataset '{name}' has no train volume with both a raw image and labels")
+        for volume_name, volume in usable.items():
             loaded = load_training_volume(entry, volume_name, target_voxel_size=target_voxel_size)
             train_part, validation_part = split_validation_band(loaded, width=width)
             for part, into in ((train_part, training), (validation_part, validation)):
