@@ -48,7 +48,7 @@ class DemoSettings:
     thresholds: tuple[float, ...] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
     model: ModelConfig = field(default_factory=lambda: ModelConfig(base_channels=8, voxel_size=(25.0, 13.0, 13.0)))
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(iterations=1500, patch_shape=(16, 64, 64), learning_rate=5e-4)
+        default_factory=lambda: TrainConfig(iterations=2000, patch_shape=(16, 64, 64), learning_rate=5e-4)
     )
 
 
