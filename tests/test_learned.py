@@ -93,6 +93,16 @@ def test_train_and_segment_commands(tmp_path, toy):
     assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:mean", *common]) == 0
     assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:bad",
                  "--fragments", f"{tmp_path}/in.h5:gt", "--method", "learned"]) == 2
+    image = (np.random.default_rng(3).uniform(size=gt.shape) * 255).astype(np.uint8)
+    write_volume(f"{tmp_path}/in.h5:image", image)
+    assert main(["agglomeration", "train", *common, "--boundaries", f"{tmp_path}/in.h5:boundaries",
+                 "--gt", f"{tmp_path}/in.h5:gt", "--image", f"{tmp_path}/in.h5:image",
+                 "--out", str(tmp_path / "image.npz"), "--trees", "5", "--epochs", "2"]) == 0
+    with_image = [f"{tmp_path}/in.h5:boundaries", *common, "--method", "learned", "--model", str(tmp_path / "image.npz")]
+    assert main(["segment", *with_image[:1], f"{tmp_path}/out.h5:img", *with_image[1:],
+                 "--image", f"{tmp_path}/in.h5:image"]) == 0
+    assert read_volume(f"{tmp_path}/out.h5:img").shape == fragments.shape
+    assert main(["segment", *with_image[:1], f"{tmp_path}/out.h5:noimg", *with_image[1:]]) == 2
 
 
 def test_image_channel_features_by_hand():
