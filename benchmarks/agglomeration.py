@@ -1,8 +1,9 @@
 """Agglomeration methods on real data, one table: quality at the train-chosen and best thresholds, and speed.
 
 fib-gala: train on the train volume, test on the test volume, with the shipped p1 boundary
-map and ws fragments (the input gala used). snemi-mini: first 16 sections train, last 16
-test. VOI in bits with ground-truth 0 ignored. Times are the fastest of three runs. waterz (mean affinity on the same fragments)
+map and ws fragments (the input gala used); "learned + image" adds the raw image as the
+optional second channel of features. snemi-mini (no raw image shipped): first 16 sections
+train, last 16 test. VOI in bits with ground-truth 0 ignored. Times are the fastest of three runs. waterz (mean affinity on the same fragments)
 and mwatershed (mutex watershed on voxel affinities) are timed in the same run.
 
     PYTHONPATH=src python benchmarks/agglomeration.py [--data ../shared/data]
@@ -33,7 +34,12 @@ def fib_gala(folder: Path):
             return f["stack"][:]
 
     return [
-        {"boundaries": read(f"{part}-p1.lzf.h5"), "fragments": read(f"{part}-ws.lzf.h5"), "gt": read(f"{part}-gt.lzf.h5")}
+        {
+            "boundaries": read(f"{part}-p1.lzf.h5"),
+            "fragments": read(f"{part}-ws.lzf.h5"),
+            "gt": read(f"{part}-gt.lzf.h5"),
+            "image": read(f"{part}-image.h5"),
+        }
         for part in ("train", "test")
     ]
 
@@ -77,24 +83,45 @@ def scores_at(segmentations, gt):
 
 def run_dataset(name, train_part, test_part, rows):
     n_voxels = test_part["fragments"].size
-    (model, train_seconds) = timed(
-        train, train_part["boundaries"], train_part["fragments"], train_part["gt"], epochs=3
-    )
-    rows.append((name, "fragments alone", "-", evaluate(test_part["fragments"], test_part["gt"]), None, None, None))
-    for method in ("mean", "quantile", "learned", "mutex"):
-        options = {"method": method, "model": model}
-        on_train = agglomerate(train_part["boundaries"], train_part["fragments"], thresholds=THRESHOLDS, **options)
+    with_image = "image" in train_part
+    rows.append((name, "fragments alone", "-", evaluate(test_part["fragments"], test_part["gt"]), None, None, None, None))
+    variants = [("mean", False), ("quantile", False), ("learned", False)]
+    variants += [("learned", True)] if with_image else []
+    for method, image in variants + [("mutex", False)]:
+        options = {"method": method}
+        label = method
+        if method == "learned":
+            model, train_seconds = timed(
+                train,
+                train_part["boundaries"],
+                train_part["fragments"],
+                train_part["gt"],
+                image=train_part["image"] if image else None,
+            )
+            options["model"] = model
+            label = f"learned{' + image' if image else ''} (train {train_seconds:.2f} s)"
+        # the threshold is chosen on the train volume only
+        on_train = agglomerate(
+            train_part["boundaries"], train_part["fragments"], thresholds=THRESHOLDS,
+            image=train_part["image"] if image else None, **options,
+        )
         chosen = THRESHOLDS[int(np.argmin([s.voi for s in scores_at(on_train, train_part["gt"])]))]
         results, seconds = timed(
-            agglomerate, test_part["boundaries"], test_part["fragments"], thresholds=THRESHOLDS, **options
+            agglomerate, test_part["boundaries"], test_part["fragments"], thresholds=THRESHOLDS,
+            image=test_part["image"] if image else None, **options,
+        )
+        (_, one_seconds) = timed(
+            agglomerate, test_part["boundaries"], test_part["fragments"], thresholds=[chosen],
+            image=test_part["image"] if image else None, **options,
         )
         if method == "mutex":
             seconds /= len(THRESHOLDS)  # one run per threshold; report per run
         test_scores = scores_at(results, test_part["gt"])
         best = int(np.argmin([s.voi for s in test_scores]))
         chosen_score = test_scores[int(np.flatnonzero(THRESHOLDS == chosen)[0])]
-        label = f"{method} (train {train_seconds:.2f} s)" if method == "learned" else method
-        rows.append((name, label, f"{chosen:.2f}", chosen_score, (THRESHOLDS[best], test_scores[best]), seconds, n_voxels))
+        rows.append(
+            (name, label, f"{chosen:.2f}", chosen_score, (THRESHOLDS[best], test_scores[best]), seconds, n_voxels, one_seconds)
+        )
     # the libraries a user would otherwise pick, on the same input
     import mwatershed
     import waterz
@@ -111,11 +138,11 @@ def run_dataset(name, train_part, test_part, rows):
     affinities = affinities_from_boundaries(test_part["boundaries"], combine="mean")
     test_scores = scores_at(results, test_part["gt"])
     best = int(np.argmin([s.voi for s in test_scores]))
-    rows.append((name, "waterz mean (same fragments)", "-", None, (THRESHOLDS[best], test_scores[best]), seconds, n_voxels))
+    rows.append((name, "waterz mean (same fragments)", "-", None, (THRESHOLDS[best], test_scores[best]), seconds, n_voxels, None))
     signed = affinities.astype(np.float64) - 0.5
     offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
     segmentation, seconds = timed(mwatershed.agglom, signed, offsets, repeats=1)
-    rows.append((name, "mwatershed voxels (bias 0.5)", "-", evaluate(segmentation, test_part["gt"]), None, seconds, n_voxels))
+    rows.append((name, "mwatershed voxels (bias 0.5)", "-", evaluate(segmentation, test_part["gt"]), None, seconds, n_voxels, seconds))
 
 
 def main():
@@ -124,15 +151,18 @@ def main():
     args = parser.parse_args()
     # compile the numba kernels before timing anything
     warm = fib_gala(args.data / "fib-gala")
-    model = train(warm[0]["boundaries"][:8], warm[0]["fragments"][:8], warm[0]["gt"][:8], epochs=1, n_estimators=2)
-    for method in ("mean", "quantile", "learned"):
-        agglomerate(warm[0]["boundaries"][:8], warm[0]["fragments"][:8], method=method, model=model)
+    small = {key: array[:8] for key, array in warm[0].items()}
+    for image in (None, small["image"]):
+        model = train(small["boundaries"], small["fragments"], small["gt"], image=image, epochs=2, n_estimators=2)
+        agglomerate(small["boundaries"], small["fragments"], method="learned", model=model, image=image)
+    for method in ("mean", "quantile"):
+        agglomerate(small["boundaries"], small["fragments"], method=method)
     rows = []
     run_dataset("fib-gala", *warm, rows)
     run_dataset("snemi-mini", *snemi_mini(args.data / "snemi-mini"), rows)
-    print("| data | method | thr (train) | split | merge | ARAND | best thr | split | merge | ARAND | s (all thr) | Mvox/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, method, chosen, score, best, seconds, n_voxels in rows:
+    print("| data | method | thr (train) | split | merge | ARAND | best thr | split | merge | ARAND | s (all thr) | Mvox/s | s (one thr) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, method, chosen, score, best, seconds, n_voxels, one_seconds in rows:
         cells = [name, method, chosen]
         cells += [f"{score.voi_split:.3f}", f"{score.voi_merge:.3f}", f"{score.arand:.3f}"] if score else ["", "", ""]
         if best:
@@ -140,6 +170,7 @@ def main():
         else:
             cells += ["", "", "", ""]
         cells += [f"{seconds:.3f}", f"{n_voxels / seconds / 1e6:.2f}"] if seconds else ["", ""]
+        cells += [f"{one_seconds:.3f}" if one_seconds else ""]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -93,3 +93,70 @@ def test_train_and_segment_commands(tmp_path, toy):
     assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:mean", *common]) == 0
     assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:bad",
                  "--fragments", f"{tmp_path}/in.h5:gt", "--method", "learned"]) == 2
+    image = (np.random.default_rng(3).uniform(size=gt.shape) * 255).astype(np.uint8)
+    write_volume(f"{tmp_path}/in.h5:image", image)
+    assert main(["agglomeration", "train", *common, "--boundaries", f"{tmp_path}/in.h5:boundaries",
+                 "--gt", f"{tmp_path}/in.h5:gt", "--image", f"{tmp_path}/in.h5:image",
+                 "--out", str(tmp_path / "image.npz"), "--trees", "5", "--epochs", "2"]) == 0
+    with_image = [f"{tmp_path}/in.h5:boundaries", *common, "--method", "learned", "--model", str(tmp_path / "image.npz")]
+    assert main(["segment", *with_image[:1], f"{tmp_path}/out.h5:img", *with_image[1:],
+                 "--image", f"{tmp_path}/in.h5:image"]) == 0
+    assert read_volume(f"{tmp_path}/out.h5:img").shape == fragments.shape
+    assert main(["segment", *with_image[:1], f"{tmp_path}/out.h5:noimg", *with_image[1:]]) == 2
+
+
+def test_image_channel_features_by_hand():
+    from neuropil.agglomeration import graph, merge
+    from neuropil.agglomeration.core import as_affinities
+    from neuropil.agglomeration.learned import feature_names, statistics, voxel_boundaries
+
+    fragments = np.array([[[1, 1, 2, 2]]], dtype=np.uint64)
+    boundaries = np.full(fragments.shape, 0.5, dtype=np.float32)
+    image = np.array([[[0, 51, 102, 255]]], dtype=np.uint8)  # 0, 0.2, 0.4, 1.0
+    values = as_affinities(boundaries)
+    contacts = graph.contacts(values, fragments)
+    edge_stats, node_stats = statistics(contacts, voxel_boundaries(boundaries, values), 8, image)
+    features = merge.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, 8)
+    names = feature_names(8, image=True)
+    assert features.shape == (1, len(names))
+    got = dict(zip(names, features[0]))
+    # the contact joins the voxels of 0.2 and 0.4; the regions hold (0, 0.2) and (0.4, 1.0)
+    expected = {
+        "image_contact_mean": 0.3, "image_contact_std": 0.0,
+        "smaller_image_mean": 0.1, "smaller_image_std": 0.1,
+        "larger_image_mean": 0.7, "larger_image_std": 0.3,
+        "image_mean_difference": 0.6,
+    }
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_merge_cost_is_the_voi_change_of_a_wrong_merge():
+    from neuropil.agglomeration.learned import feature_names, merge_cost
+
+    names = feature_names(8)
+    features = np.zeros((2, len(names)))
+    features[:, names.index("smaller_log_size")] = np.log([1.0, 10.0])
+    features[:, names.index("larger_log_size")] = np.log([1.0, 30.0])
+    expected = [2 * np.log(2), 40 * np.log(40) - 10 * np.log(10) - 30 * np.log(30)]
+    np.testing.assert_allclose(merge_cost(features, 8), expected)
+
+
+def test_classifier_with_image_needs_the_image(tmp_path, toy):
+    boundaries, fragments, gt = toy
+    image = (np.random.default_rng(2).uniform(size=gt.shape) * 255).astype(np.uint8)
+    model = train(boundaries, fragments, gt, image=image, epochs=2, n_estimators=10)
+    model.save(tmp_path / "model.npz")
+    loaded = MergeClassifier.load(tmp_path / "model.npz")
+    assert loaded.image and loaded.feature_names == model.feature_names
+    (result,) = agglomerate(boundaries, fragments, method="learned", model=loaded, image=image, thresholds=[0.5])
+    assert not np.intersect1d(np.unique(result[gt == 1]), np.unique(result[gt == 2])).size
+    with pytest.raises(NeuropilError, match="image"):
+        agglomerate(boundaries, fragments, method="learned", model=loaded)
+    with pytest.raises(NeuropilError, match="image"):
+        agglomerate(boundaries, fragments, method="mean", image=image)
+    plain = train(boundaries, fragments, gt, epochs=1, n_estimators=2)
+    with pytest.raises(NeuropilError, match="image"):
+        agglomerate(boundaries, fragments, method="learned", model=plain, image=image)
+    with pytest.raises(NeuropilError, match="image shape"):
+        agglomerate(boundaries, fragments, method="learned", model=loaded, image=image[:, :4])

@@ -6,7 +6,8 @@ Methods, by name:
   contact while ``1 - mean < threshold`` (waterz's ``OneMinus<MeanAffinity>``);
 - ``"quantile"``: the same with a quantile of a 256-bin affinity histogram
   (waterz's ``OneMinus<HistogramQuantileAffinity<..., 256, false>>``);
-- ``"learned"``: gala-style merging in order of a random forest's merge probability
+- ``"learned"``: gala-style merging in order of a random forest's merge probability,
+  optionally with the raw image as a second channel of features
   (see :mod:`neuropil.agglomeration.learned`);
 - ``"mutex"``: the mutex watershed (mwatershed) on the fragments' graph, with
   mean affinity minus the threshold as signed edge weight.

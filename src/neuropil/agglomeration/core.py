@@ -60,6 +60,7 @@ def agglomeration(
     stop: float = np.inf,
     quantile: int = 50,
     model=None,
+    image: NDArray | None = None,
 ) -> Agglomeration:
     """Run a greedy agglomeration once, up to score ``stop``, keeping its merge history.
 
@@ -77,6 +78,9 @@ def agglomeration(
         Percentile (0-100) of the quantile method.
     model : neuropil.agglomeration.learned.MergeClassifier
         The trained classifier of the learned method.
+    image : (z, y, x) ndarray, optional
+        Raw image, for a learned classifier trained with the image channel (and
+        only then).
 
     Returns
     -------
@@ -84,6 +88,8 @@ def agglomeration(
     """
     if method not in ("mean", "quantile", "learned"):
         raise NeuropilError(f"method {method!r} has no merge history; choose one of mean, quantile, learned")
+    if image is not None and method != "learned":
+        raise NeuropilError(f"an image is only used by the learned method, not {method!r}")
     values = as_affinities(affinities)
     fragments = graph.check_fragments(fragments, values.shape[1:])
     contacts = graph.contacts(values, fragments)
@@ -103,9 +109,13 @@ def agglomeration(
 
         if model is None:
             raise NeuropilError("the learned method needs a trained model (model=...)")
+        if model.image and image is None:
+            raise NeuropilError("the classifier was trained with the image channel: give the image too")
+        if image is not None and not model.image:
+            raise NeuropilError("an image was given, but the classifier was trained without the image channel")
         mode = merge.LEARNED
         voxel_boundary = learned.voxel_boundaries(affinities, values)
-        edge_stats, node_stats = learned.statistics(contacts, voxel_boundary, model.n_bins)
+        edge_stats, node_stats = learned.statistics(contacts, voxel_boundary, model.n_bins, image)
         forest = model.forest
         n_bins = model.n_bins
     kept, removed, score, _, _ = merge.merge_until(
@@ -141,6 +151,7 @@ def agglomerate(
     thresholds: Sequence[float] = (0.5,),
     quantile: int = 50,
     model=None,
+    image: NDArray | None = None,
 ) -> list[NDArray[np.uint64]]:
     """Segmentations of the fragments at each threshold, from one run.
 
@@ -160,6 +171,8 @@ def agglomerate(
         Percentile of the quantile method.
     model : neuropil.agglomeration.learned.MergeClassifier, optional
         Needed by ``"learned"``.
+    image : (z, y, x) ndarray, optional
+        Raw image, for a classifier trained with the image channel.
 
     Returns
     -------
@@ -172,11 +185,13 @@ def agglomerate(
     if not thresholds:
         raise NeuropilError("no thresholds given")
     if method == "mutex":
+        if image is not None:
+            raise NeuropilError("an image is only used by the learned method, not 'mutex'")
         from neuropil.agglomeration.mutex import mutex_watershed
 
         return [mutex_watershed(affinities, fragments, threshold=t) for t in thresholds]
     run = agglomeration(
-        affinities, fragments, method=method, stop=max(thresholds), quantile=quantile, model=model
+        affinities, fragments, method=method, stop=max(thresholds), quantile=quantile, model=model, image=image
     )
     return [run.segmentation(t) for t in thresholds]
 
@@ -190,6 +205,7 @@ def segment(
     min_size: int = 20,
     mask: NDArray | None = None,
     model=None,
+    image: NDArray | None = None,
 ) -> NDArray[np.uint64]:
     """Fragments by watershed, then agglomeration: affinities (or boundaries) to segments.
 
@@ -203,6 +219,8 @@ def segment(
         Agglomeration method.
     fragment_threshold, min_size, mask
         Passed to :func:`neuropil.watershed.fragments` as ``threshold``, ``min_size``, ``mask``.
+    model, image
+        Passed to :func:`agglomerate`.
 
     Returns
     -------
@@ -214,5 +232,5 @@ def segment(
     array = np.asarray(affinities)
     make_fragments = fragments_from_boundaries if array.ndim == 3 else watershed_fragments
     fragment_ids, _ = make_fragments(array, threshold=fragment_threshold, min_size=min_size, mask=mask)
-    (segmentation,) = agglomerate(array, fragment_ids, method=method, thresholds=(threshold,), model=model)
+    (segmentation,) = agglomerate(array, fragment_ids, method=method, thresholds=(threshold,), model=model, image=image)
     return segmentation

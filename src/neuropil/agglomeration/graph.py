@@ -107,6 +107,22 @@ def contacts(values: NDArray[np.float32], fragments: NDArray) -> Contacts:
     )
 
 
+def contact_values(contacts: Contacts, values: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(n_contacts,) value of another affinity-like array across each contact, in the order of ``contacts``.
+
+    ``values`` is (ndim, z, y, x) like the affinities the contacts were built from;
+    the voxel pairs are walked in the same order, so entry ``i`` belongs to contact ``i``.
+    """
+    node = contacts.node
+    node3 = node.reshape((1,) * (3 - node.ndim) + node.shape)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if values.shape[1:] != node.shape:
+        raise NeuropilError(f"values shape {values.shape[1:]} does not match fragments shape {node.shape}")
+    values3 = values.reshape((values.shape[0],) + node3.shape)
+    _, out = _contact_keys(node3, values3, 3 - node.ndim, max(contacts.n_nodes, 1))
+    return out
+
+
 def node_indices(fragments: NDArray) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
     """Sorted non-zero fragment ids, and the index of each voxel's id among them (-1 for 0)."""
     flat = fragments.ravel()

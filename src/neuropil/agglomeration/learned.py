@@ -6,13 +6,27 @@ from its two regions (size, mean and spread of the boundary value inside, elonga
 from the second moments of the voxel coordinates). All are computed from additive
 statistics, so the features of merged regions are updated exactly after each merge.
 
+An image (the raw EM volume) can be given as an optional second channel, for training
+and then for every use of the classifier: it adds the mean and spread of the image
+value across the contact and inside each region, and the difference of the regions'
+mean values: the interiors of two cells can differ in brightness or texture where
+the boundary map is uncertain. It is optional because a pipeline that predicts
+affinities may not keep the image at hand; on fib-gala it avoids the largest wrong
+merge for most forest seeds (see the README's agglomeration benchmark).
+
 Training follows gala's agglomerative learning: the fragments are agglomerated
 against ground truth, in the order the current policy gives (mean boundary value in
 the first epoch, the classifier trained so far after that); every edge the policy
 reaches is an example (label: both regions belong to the same ground-truth object)
 and only correct merges are carried out, so the examples come from the states the
 policy meets; the edges of the initial graph are examples too. The classifier of
-the last epoch is trained on the examples of all.
+the last epoch is trained on the examples of all. Each example is weighted by what
+its mistake would cost: merging two regions of sizes ``a`` and ``b`` wrongly adds
+``(a + b) log(a + b) - a log a - b log b`` (over the volume size) to the merge
+error of the variation of information, and leaving two parts of one object apart
+costs the same split error; the weight is a power of that cost (0.5 by default), so
+that the few pairs of large regions, whose wrong merges dominate the error, count
+more than the many pairs of small fragments.
 
 The classifier is stored as flat tree arrays in an ``.npz`` file with JSON metadata,
 read without pickle and bounds-checked before use.
@@ -38,18 +52,22 @@ from neuropil.errors import NeuropilError
 logger = logging.getLogger(__name__)
 
 FORMAT = "neuropil-merge-classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_BINS = 8
-POLICY_TREES_DIVISOR = 5
+POLICY_TREES_DIVISOR = 10
 
 
-def feature_names(n_bins: int) -> list[str]:
+def feature_names(n_bins: int, image: bool = False) -> list[str]:
     """Names of the features :func:`neuropil.agglomeration.merge.edge_features` computes."""
     names = ["log_contact", "boundary_mean", "boundary_std", "boundary_q10", "boundary_q50", "boundary_q90"]
     names += [f"boundary_hist_{i}_of_{n_bins}" for i in range(n_bins)]
     node = ["log_size", "inside_mean", "inside_std", "elongation"]
     names += [f"smaller_{name}" for name in node] + [f"larger_{name}" for name in node]
     names += ["contact_per_surface", "log_size_ratio"]
+    if image:
+        names += ["image_contact_mean", "image_contact_std"]
+        names += [f"{region}_image_{name}" for region in ("smaller", "larger") for name in ("mean", "std")]
+        names += ["image_mean_difference"]
     return names
 
 
@@ -60,6 +78,8 @@ class MergeClassifier:
     forest: merge.Forest
     n_bins: int
     feature_names: tuple[str, ...]
+    image: bool = False
+    """Whether the classifier uses the image channel (then every use needs the image)."""
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the forest arrays and metadata to an ``.npz`` file (no pickle)."""
@@ -67,6 +87,7 @@ class MergeClassifier:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "n_bins": self.n_bins,
+            "image": self.image,
             "feature_names": list(self.feature_names),
         }
         with open(path, "wb") as file:
@@ -84,8 +105,9 @@ class MergeClassifier:
         if metadata.get("format") != FORMAT or metadata.get("version") != FORMAT_VERSION:
             raise NeuropilError(f"{path}: not a {FORMAT} version {FORMAT_VERSION} file")
         n_bins = int(metadata["n_bins"])
+        image = bool(metadata.get("image", False))
         names = tuple(metadata["feature_names"])
-        if names != tuple(feature_names(n_bins)):
+        if names != tuple(feature_names(n_bins, image)):
             raise NeuropilError(
                 f"{path}: the classifier was trained with other features than this version of neuropil computes"
             )
@@ -98,7 +120,7 @@ class MergeClassifier:
             roots=arrays["roots"].astype(np.int64),
         )
         _check_forest(forest, len(names), path)
-        return cls(forest, n_bins, names)
+        return cls(forest, n_bins, names, image)
 
     def probability(self, features: NDArray) -> NDArray[np.float64]:
         """(n,) P(same object) for an (n, n_features) array of features."""
@@ -164,18 +186,31 @@ def voxel_boundaries(affinities_or_boundaries: NDArray, values: NDArray[np.float
 
 
 def statistics(
-    contacts: graph.Contacts, voxel_boundary: NDArray[np.float32], n_bins: int
+    contacts: graph.Contacts, voxel_boundary: NDArray[np.float32], n_bins: int, image: NDArray | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Additive edge and node statistics of the learned features.
 
+    Parameters
+    ----------
+    contacts : graph.Contacts
+    voxel_boundary : (z, y, x) ndarray of float32
+        Boundary value of each voxel (:func:`voxel_boundaries`).
+    n_bins : int
+        Bins of the boundary-value histogram.
+    image : (z, y, x) ndarray, optional
+        The image channel (see :func:`image_values`), same shape as the fragments.
+
     Returns
     -------
-    edge_stats : (n_edges, 3 + n_bins) ndarray of float64
+    edge_stats : (n_edges, 3 + n_bins [+ 2]) ndarray of float64
         Count, sum and sum of squares of the boundary value ``1 - affinity`` over
-        each contact, then its histogram in ``n_bins`` bins over [0, 1].
-    node_stats : (n_nodes, 12) ndarray of float64
+        each contact, then its histogram in ``n_bins`` bins over [0, 1]; with an
+        image, the sum and sum of squares of the image value across each contact
+        (the mean of the two voxels').
+    node_stats : (n_nodes, 12 [+ 2]) ndarray of float64
         Size, sum and sum of squares of the voxel boundary value, sums of z, y, x and
-        of zz, yy, xx, zy, zx, yx (voxel coordinates).
+        of zz, yy, xx, zy, zx, yx (voxel coordinates); with an image, the sum and sum
+        of squares of the image value.
     """
     boundary = 1.0 - contacts.value.astype(np.float64)
     level = np.clip((boundary * n_bins).astype(np.int64), 0, n_bins - 1)
@@ -189,7 +224,58 @@ def statistics(
     node3 = contacts.node.reshape((1,) * (3 - contacts.node.ndim) + contacts.node.shape)
     value3 = np.ascontiguousarray(voxel_boundary, dtype=np.float32).reshape(node3.shape)
     node_stats = _node_statistics(node3, value3, contacts.n_nodes)
-    return edge_stats, node_stats
+    if image is None:
+        return edge_stats, node_stats
+    from neuropil.watershed import affinities_from_boundaries
+
+    image = image_values(image, contacts.node.shape)
+    # the same walk over voxel pairs as the contacts', so the values line up with them
+    pairs = affinities_from_boundaries(image, combine="mean")
+    across = 1.0 - graph.contact_values(contacts, pairs).astype(np.float64)
+    node = contacts.node.ravel()
+    inside = node >= 0
+    voxel_image = image.ravel()[inside].astype(np.float64)
+    edge_image = np.stack([contacts.edge_sums(across), contacts.edge_sums(across**2)], axis=1)
+    node_image = np.stack(
+        [
+            np.bincount(node[inside], weights=voxel_image, minlength=contacts.n_nodes),
+            np.bincount(node[inside], weights=voxel_image**2, minlength=contacts.n_nodes),
+        ],
+        axis=1,
+    )
+    return np.concatenate([edge_stats, edge_image], axis=1), np.concatenate([node_stats, node_image], axis=1)
+
+
+def image_values(image: NDArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """The image channel as float32 in about [0, 1]: integer images are divided by their type's maximum.
+
+    Parameters
+    ----------
+    image : (z, y, x) ndarray of int or float
+        Raw EM intensities (uint8, uint16) or an already scaled float image.
+    shape : tuple of int
+        Shape of the fragments, which the image must have.
+    """
+    image = np.asarray(image)
+    if image.shape != tuple(shape):
+        raise NeuropilError(f"image shape {image.shape} does not match fragments shape {tuple(shape)}")
+    if np.issubdtype(image.dtype, np.integer):
+        return (image / np.float32(np.iinfo(image.dtype).max)).astype(np.float32)
+    if not np.issubdtype(image.dtype, np.floating):
+        raise NeuropilError(f"image must be integer or float intensities, not {image.dtype}")
+    return image.astype(np.float32, copy=False)
+
+
+def merge_cost(features: NDArray, n_bins: int) -> NDArray[np.float64]:
+    """(n,) VOI change (unnormalised) ``(a+b) log(a+b) - a log a - b log b`` of merging each example's regions.
+
+    ``a`` and ``b`` are the region sizes in voxels, read from the ``smaller_log_size``
+    and ``larger_log_size`` columns of the (n, n_features) features.
+    """
+    names = feature_names(n_bins)
+    a = np.exp(features[:, names.index("smaller_log_size")])
+    b = np.exp(features[:, names.index("larger_log_size")])
+    return (a + b) * np.log(a + b) - a * np.log(a) - b * np.log(b)
 
 
 @numba.njit(cache=True)
@@ -239,19 +325,22 @@ def train(
     fragments: NDArray,
     ground_truth: NDArray,
     *,
-    epochs: int = 3,
+    image: NDArray | None = None,
+    epochs: int = 5,
     n_bins: int = DEFAULT_BINS,
     n_estimators: int = 100,
     min_samples_leaf: int = 5,
+    cost_power: float = 0.5,
     random_state: int = 0,
 ) -> MergeClassifier:
     """Train a merge classifier by agglomerating against ground truth (gala's scheme).
 
     The examples are every edge of the fragments' graph (gala's ``learn_flat``), then
-    the edges each agglomeration pass reaches. The classifier is an extremely
-    randomized forest (Geurts et al. 2006, doi:10.1007/s10994-006-6226-1): on
-    fib-gala it generalised better than a random forest (test VOI 0.60 vs 0.66 at the
-    threshold chosen on train) and fits about twice as fast.
+    the edges each agglomeration pass reaches, weighted by ``merge_cost ** cost_power``
+    (see the module docstring). The classifier is an extremely randomized forest
+    (Geurts et al. 2006, doi:10.1007/s10994-006-6226-1): on fib-gala it generalised
+    better than a random forest and fits about twice as fast. The defaults were
+    chosen on the fib-gala train volume and checked on its test volume (README).
 
     Parameters
     ----------
@@ -261,15 +350,20 @@ def train(
         Fragment ids, 0 = no fragment.
     ground_truth : (z, y, x) ndarray of int
         Object ids; 0 = unknown (not used).
+    image : (z, y, x) ndarray, optional
+        Raw image as an optional second channel (see the module docstring); a
+        classifier trained with it needs the image wherever it is used.
     epochs : int
         Agglomeration passes: the first follows the mean boundary value, each later
         one the classifier trained on the examples of all passes before it.
     n_bins : int
         Bins of the boundary-value histogram feature.
     n_estimators : int
-        Trees of the forest.
+        Trees of the final forest; the forests that steer the passes have a tenth.
     min_samples_leaf : int
         Fewest examples in a leaf; larger leaves give less extreme probabilities.
+    cost_power : float
+        Examples are weighted by their merge cost to this power (0: all alike).
     random_state : int
         Seed of the forest.
 
@@ -289,9 +383,9 @@ def train(
     if epochs < 1:
         raise NeuropilError(f"epochs must be >= 1, not {epochs}")
     contacts = graph.contacts(values, fragments)
-    edge_stats, node_stats = statistics(contacts, voxel_boundaries(affinities, values), n_bins)
+    edge_stats, node_stats = statistics(contacts, voxel_boundaries(affinities, values), n_bins, image)
     labels = node_labels(contacts, ground_truth)
-    names = tuple(feature_names(n_bins))
+    names = tuple(feature_names(n_bins, image is not None))
     known = (labels[contacts.u] > 0) & (labels[contacts.v] > 0)
     flat = merge.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, n_bins)
     all_examples = [flat[known]]
@@ -308,12 +402,17 @@ def train(
         all_labels.append(example_labels)
         features = np.concatenate(all_examples)
         targets = np.concatenate(all_labels)
+        weights = merge_cost(features, n_bins) ** cost_power
+        weights /= max(weights.mean(), 1e-300)
         logger.info("epoch %d: %d examples (%d merges)", epoch, targets.size, int(targets.sum()))
         last = epoch == epochs - 1
-        # the forests of earlier epochs only steer the next pass: a few trees do
+        # the forests of earlier epochs only steer the next pass: fewer trees do
         # (scikit-learn's per-tree overhead dominates the fit on graphs this small)
         classifier = ExtraTreesClassifier(
-            n_estimators=n_estimators if last else max(1, n_estimators // POLICY_TREES_DIVISOR), min_samples_leaf=min_samples_leaf, n_jobs=1, random_state=random_state
-        ).fit(features, targets)
+            n_estimators=n_estimators if last else max(1, n_estimators // POLICY_TREES_DIVISOR),
+            min_samples_leaf=min_samples_leaf,
+            n_jobs=1,
+            random_state=random_state,
+        ).fit(features, targets, sample_weight=weights)
         forest = forest_from_sklearn(classifier)
-    return MergeClassifier(forest, n_bins, names)
+    return MergeClassifier(forest, n_bins, names, image is not None)

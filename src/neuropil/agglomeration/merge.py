@@ -99,19 +99,34 @@ def forest_probability(forest_feature, forest_threshold, left, right, probabilit
     return total / max(roots.size, 1)
 
 
+NODE_STATS = 12
+"""Columns of the node statistics of the boundary channel (see :func:`edge_features`)."""
+IMAGE_FEATURES = 7
+"""Features the optional image channel adds (see :func:`edge_features`)."""
+
+
+@numba.njit(cache=True)
+def n_edge_features(n_bins, image):
+    """How many features :func:`edge_features` returns."""
+    return 16 + n_bins + (IMAGE_FEATURES if image else 0)
+
+
 @numba.njit(cache=True)
 def edge_features(edge_stat, node_u, node_v, n_bins):
     """Features of one edge from its statistics and its two regions' statistics.
 
     Edge statistics: ``count, sum, sum of squares`` of the boundary value
-    (``1 - affinity``) over the contacts, then an ``n_bins`` histogram of it. Node
-    statistics: ``size, intensity sum, intensity sum of squares, sum of z, y, x,
-    sums of zz, yy, xx, zy, zx, yx``. See :data:`neuropil.agglomeration.learned.FEATURE_NAMES`.
+    (``1 - affinity``) over the contacts, then an ``n_bins`` histogram of it, then
+    (with an image channel) the sum and sum of squares of the image value over the
+    contacts. Node statistics: ``size, boundary sum, boundary sum of squares, sums of
+    z, y, x, sums of zz, yy, xx, zy, zx, yx``, then (with an image channel) the image
+    sum and sum of squares. See :func:`neuropil.agglomeration.learned.feature_names`.
     """
+    image = node_u.size > NODE_STATS
     count = max(edge_stat[0], 1.0)
     mean = edge_stat[1] / count
     variance = max(edge_stat[2] / count - mean * mean, 0.0)
-    features = np.empty(4 + n_bins + 5 + 2 * 4 + 2, dtype=np.float64)
+    features = np.empty(n_edge_features(n_bins, image), dtype=np.float64)
     features[0] = np.log(count)
     features[1] = mean
     features[2] = np.sqrt(variance)
@@ -144,13 +159,28 @@ def edge_features(edge_stat, node_u, node_v, n_bins):
     # contact relative to the smaller region's surface scale, and size ratio
     features[k] = np.log(count) - (2.0 / 3.0) * np.log(max(node_u[0], 1.0))
     features[k + 1] = np.log(max(node_u[0], 1.0)) - np.log(max(node_v[0], 1.0))
-    return features[: k + 2]
+    k += 2
+    if image:
+        # image value across the contact and inside each region (smaller first), and
+        # how much the regions' interiors differ
+        edge_mean = edge_stat[3 + n_bins] / count
+        features[k] = edge_mean
+        features[k + 1] = np.sqrt(max(edge_stat[4 + n_bins] / count - edge_mean * edge_mean, 0.0))
+        k += 2
+        for stat in (node_u, node_v):
+            size = max(stat[0], 1.0)
+            region_mean = stat[NODE_STATS] / size
+            features[k] = region_mean
+            features[k + 1] = np.sqrt(max(stat[NODE_STATS + 1] / size - region_mean * region_mean, 0.0))
+            k += 2
+        features[k] = abs(features[k - 4] - features[k - 2])
+    return features
 
 
 @numba.njit(cache=True)
 def all_edge_features(u, v, edge_stats, node_stats, n_bins):
     """(n_edges, n_features) :func:`edge_features` of every edge of a graph."""
-    n_features = 16 + n_bins
+    n_features = n_edge_features(n_bins, node_stats.shape[1] > NODE_STATS)
     features = np.empty((u.size, n_features), dtype=np.float64)
     for e in range(u.size):
         features[e] = edge_features(edge_stats[e], node_stats[u[e]], node_stats[v[e]], n_bins)
@@ -267,7 +297,7 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
     and only merges of the same object are carried out.
     """
     learning = node_label.size > 0
-    n_features = 16 + n_bins
+    n_features = n_edge_features(n_bins, node_stats.shape[1] > NODE_STATS)
     examples = np.empty((max(u.size, 1) if learning else 0, n_features), dtype=np.float64)
     example_labels = np.empty(examples.shape[0], dtype=np.bool_)
     n_examples = 0

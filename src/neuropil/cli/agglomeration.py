@@ -18,8 +18,11 @@ def add_parser(subparsers) -> None:
     source.add_argument("--boundaries", metavar="B", help="address of a boundary map (1 = boundary)")
     source.add_argument("--affinities", metavar="A", help="address of (c, z, y, x) affinities (1 = same object)")
     train.add_argument("--gt", required=True, metavar="G", help="address of the ground truth (0 = unknown)")
+    train.add_argument(
+        "--image", metavar="I", help="address of the raw image: an optional second channel of features"
+    )
     train.add_argument("--out", required=True, metavar="MODEL", help="file to write the classifier to (.npz)")
-    train.add_argument("--epochs", type=int, default=3, help="agglomeration passes against the ground truth")
+    train.add_argument("--epochs", type=int, default=5, help="agglomeration passes against the ground truth")
     train.add_argument("--trees", type=int, default=100, help="trees of the forest")
     train.add_argument("--seed", type=int, default=0, help="seed of the forest")
     train.set_defaults(run=run_train)
@@ -34,6 +37,7 @@ def run_train(args: argparse.Namespace) -> int:
         volume,
         read_volume(args.fragments),
         read_volume(args.gt),
+        image=read_volume(args.image) if args.image else None,
         epochs=args.epochs,
         n_estimators=args.trees,
         random_state=args.seed,

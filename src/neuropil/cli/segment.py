@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fragments", metavar="F", help="address of fragments (default: watershed of the input)")
     parser.add_argument("--method", default="mean", choices=("learned", "mean", "quantile", "mutex"))
     parser.add_argument("--model", metavar="M", help="merge classifier from `neuropil agglomeration train`")
+    parser.add_argument("--image", metavar="I", help="address of the raw image, for a classifier trained with one")
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.5], metavar="T", help="merge thresholds")
     parser.add_argument("--quantile", type=int, default=50, help="percentile of the quantile method")
     parser.set_defaults(run=run)
@@ -61,7 +62,13 @@ def run(args: argparse.Namespace) -> int:
             raise NeuropilError("--method learned needs --model (from `neuropil agglomeration train`)")
         model = MergeClassifier.load(args.model)
     results = agglomerate(
-        volume, fragment_ids, method=args.method, thresholds=args.threshold, quantile=args.quantile, model=model
+        volume,
+        fragment_ids,
+        method=args.method,
+        thresholds=args.threshold,
+        quantile=args.quantile,
+        model=model,
+        image=read_volume(args.image) if args.image else None,
     )
     for address, segmentation in zip(output_addresses(args.output, args.threshold), results):
         write_volume(address, segmentation)
