@@ -180,3 +180,14 @@ def test_mutex_merges_attractive_and_keeps_repulsive_edges_apart():
     affinities[2, 0, 0, 2] = 0.1
     (result,) = agglomerate(affinities, fragments, method="mutex", thresholds=[0.5])
     assert result[0, 0, 0] == result[0, 0, 1] != result[0, 0, 2]
+
+
+def test_negative_thresholds_and_empty_affinities_are_refused():
+    from neuropil.watershed import fragments as watershed_fragments
+
+    affinities = np.ones((3, 2, 4, 4), dtype=np.float32)
+    pieces = np.arange(1, 33, dtype=np.uint64).reshape(2, 4, 4)
+    with pytest.raises(NeuropilError, match=">= 0"):
+        agglomerate(affinities, pieces, thresholds=[-0.5])
+    with pytest.raises(NeuropilError, match="empty axis"):
+        watershed_fragments(np.ones((3, 0, 4, 4), dtype=np.float32))

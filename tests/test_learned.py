@@ -160,3 +160,14 @@ def test_classifier_with_image_needs_the_image(tmp_path, toy):
         agglomerate(boundaries, fragments, method="learned", model=plain, image=image)
     with pytest.raises(NeuropilError, match="image shape"):
         agglomerate(boundaries, fragments, method="learned", model=loaded, image=image[:, :4])
+
+
+def test_classifier_file_errors_are_one_line(tmp_path):
+    from neuropil.agglomeration.learned import MergeClassifier
+
+    with pytest.raises(NeuropilError, match="no such merge classifier"):
+        MergeClassifier.load(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    with pytest.raises(NeuropilError, match="not a neuropil merge classifier") as raised:
+        MergeClassifier.load(tmp_path / "bad.npz")
+    assert "\n" not in str(raised.value)

@@ -181,6 +181,8 @@ def _check_affinities(affinities: NDArray) -> NDArray[np.float32]:
         )
     if not np.issubdtype(affinities.dtype, np.floating):
         raise NeuropilError(f"affinities must be float in [0, 1], not {affinities.dtype}")
+    if 0 in affinities.shape[1:]:
+        raise NeuropilError(f"affinities have an empty axis: shape {affinities.shape}")
     affinities = np.ascontiguousarray(affinities[: affinities.ndim - 1], dtype=AFFINITY_DTYPE)
     if not np.isfinite(affinities).all():
         raise NeuropilError("affinities contain NaN or infinite values")

@@ -182,6 +182,10 @@ def agglomerate(
     if method not in METHODS:
         raise NeuropilError(f"unknown agglomeration method {method!r}; choose one of {', '.join(METHODS)}")
     thresholds = [float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64))]
+    # Scores lie in [0, 1]; a threshold above 1 is allowed and merges across every contact.
+    negative = [t for t in thresholds if not t >= 0.0]
+    if negative:
+        raise NeuropilError(f"thresholds must be >= 0 (scores are 1 - affinity or 1 - probability), not {negative}")
     if not thresholds:
         raise NeuropilError("no thresholds given")
     if method == "mutex":

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from dataclasses import dataclass
 
 import numba
@@ -90,18 +91,29 @@ class MergeClassifier:
             "image": self.image,
             "feature_names": list(self.feature_names),
         }
-        with open(path, "wb") as file:
-            np.savez_compressed(file, metadata=np.array(json.dumps(metadata)), **self.forest._asdict())
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise NeuropilError(f"{path}: folder {path.parent} does not exist")
+        temporary = path.with_name(path.name + ".partial")
+        try:
+            with open(temporary, "wb") as file:
+                np.savez_compressed(file, metadata=np.array(json.dumps(metadata)), **self.forest._asdict())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MergeClassifier":
         """Read and check a classifier written by :meth:`save`."""
+        if not Path(path).is_file():
+            raise NeuropilError(f"{path}: no such merge classifier file")
         try:
             with np.load(path, allow_pickle=False) as stored:
                 metadata = json.loads(str(stored["metadata"]))
                 arrays = {name: stored[name] for name in merge.Forest._fields}
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
-            raise NeuropilError(f"{path}: not a neuropil merge classifier ({error})") from None
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise NeuropilError(f"{path}: not a neuropil merge classifier ({reason})") from None
         if metadata.get("format") != FORMAT or metadata.get("version") != FORMAT_VERSION:
             raise NeuropilError(f"{path}: not a {FORMAT} version {FORMAT_VERSION} file")
         n_bins = int(metadata["n_bins"])
@@ -382,6 +394,8 @@ def train(
         raise NeuropilError(f"ground truth shape {ground_truth.shape} does not match fragments shape {fragments.shape}")
     if epochs < 1:
         raise NeuropilError(f"epochs must be >= 1, not {epochs}")
+    if n_estimators < 1:
+        raise NeuropilError(f"the forest needs at least one tree, not {n_estimators}")
     contacts = graph.contacts(values, fragments)
     edge_stats, node_stats = statistics(contacts, voxel_boundaries(affinities, values), n_bins, image)
     labels = node_labels(contacts, ground_truth)
