@@ -282,3 +282,10 @@ def test_interrupted_training_saves_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "step", step)
     assert main(["train", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 4
+
+
+def test_non_positive_voxel_size_is_a_one_line_error():
+    from neuropil.config import parse_config
+
+    with pytest.raises(NeuropilError, match="'target_voxel_size': voxel sizes must be positive"):
+        parse_config({"target_voxel_size": [0, 13, 13], "domains": {"a": {"synthetic": "fib-like"}}}, where="x.yaml")

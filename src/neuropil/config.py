@@ -29,9 +29,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from neuropil.data.sampling import VALIDATION_WIDTH, TrainingVolume
+from neuropil.conventions import positive_voxel_size
 from neuropil.errors import NeuropilError
 from neuropil.model import ModelConfig
 from neuropil.train import TrainConfig
@@ -116,7 +117,9 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    target_voxel_size: tuple[float, float, float] = DEFAULT_TARGET_VOXEL_SIZE
+    target_voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] = (
+        DEFAULT_TARGET_VOXEL_SIZE
+    )
     model: ModelConfig = ModelConfig()
     """``voxel_size`` defaults to ``target_voxel_size`` and must equal it."""
     train: TrainConfig = TrainConfig()
@@ -131,13 +134,6 @@ class RunConfig(BaseModel):
             model.setdefault("voxel_size", data.get("target_voxel_size", DEFAULT_TARGET_VOXEL_SIZE))
             data = {**data, "model": model}
         return data
-
-    @field_validator("target_voxel_size")
-    @classmethod
-    def _positive(cls, value):
-        if any(v <= 0 for v in value):
-            raise ValueError("voxel sizes must be positive nanometres")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

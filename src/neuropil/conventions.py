@@ -22,6 +22,13 @@ NEAREST_NEIGHBOURS: tuple[tuple[int, int, int], ...] = ((-1, 0, 0), (0, -1, 0), 
 """Default affinity offsets, ``(z, y, x)``, pointing backwards."""
 
 
+def positive_voxel_size(value: tuple[float, ...]) -> tuple[float, ...]:
+    """Validator shared by every config that holds a voxel size."""
+    if any(v <= 0 for v in value):
+        raise ValueError("voxel sizes must be positive nanometres")
+    return value
+
+
 class LabelZero(str, Enum):
     """What label 0 stands for in a dataset."""
 

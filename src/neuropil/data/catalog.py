@@ -17,13 +17,13 @@ import logging
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from neuropil.conventions import LabelZero
+from neuropil.conventions import LabelZero, positive_voxel_size
 from neuropil.errors import NeuropilError
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class DatasetEntry(BaseModel):
     modality: str = ""
     species: str = ""
     region: str = ""
-    voxel_size: tuple[float, float, float]
+    voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)]
     labels: LabelCoverage = LabelCoverage.DENSE
     label_zero: LabelZero = LabelZero.BOUNDARY
     classes: Classes | None = None
@@ -107,13 +107,6 @@ class DatasetEntry(BaseModel):
     """Width (voxels along x at the training voxel size) of this dataset's validation band;
     ``None``: the method's 150. Small sets set less, so most of them is left for training."""
     catalog_file: str = ""
-
-    @field_validator("voxel_size")
-    @classmethod
-    def _positive(cls, value):
-        if any(v <= 0 for v in value):
-            raise ValueError("voxel sizes must be positive nanometres")
-        return value
 
     def base_folder(self) -> Path:
         """The folder relative addresses resolve against (see the module docstring)."""
