@@ -20,5 +20,9 @@ def test_quick_demo_runs_every_step_and_writes_report(tmp_path, capsys):
     for row in results["results"]:
         for key in ("voi_split", "voi_merge", "arand"):
             assert 0.0 <= row["trained"][key] and 0.0 <= row["untrained"][key]
+    training = [row for row in results["results"] if row["role"] == "train"]
+    trained = sum(row["trained"]["arand"] for row in training) / len(training)
+    untrained = sum(row["untrained"]["arand"] for row in training) / len(training)
+    assert trained < untrained - 0.1, (trained, untrained)
     assert (tmp_path / "model" / "checkpoint.pt").exists()
     assert (tmp_path / "model" / "config.yaml").exists()

@@ -57,9 +57,9 @@ QUICK = DemoSettings(
     train_shape=(16, 48, 48),
     volumes_per_domain=1,
     test_shape=(16, 48, 48),
-    thresholds=(0.25, 0.5, 0.75),
-    model=ModelConfig(base_channels=4, depth=3, voxel_size=(25.0, 13.0, 13.0)),
-    train=TrainConfig(iterations=15, patch_shape=(8, 32, 32), checkpoint_every=5),
+    thresholds=(0.2, 0.4, 0.6, 0.8),
+    model=ModelConfig(base_channels=8, depth=3, voxel_size=(25.0, 13.0, 13.0)),
+    train=TrainConfig(iterations=400, patch_shape=(8, 32, 32), checkpoint_every=100, learning_rate=3e-3),
 )
 
 
