@@ -25,7 +25,6 @@ from neuropil.augment import augment
 from neuropil.data.sampling import MultiDomainSampler, TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.model import ModelConfig, UNet3D
-from neuropil.targets import affinities_from_labels
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +100,7 @@ def validation_loss(model: UNet3D, volume: TrainingVolume, *, balance: bool = Tr
     from neuropil.predict import predict_affinities
 
     affinities = predict_affinities(volume.raw, model, progress=False, device=device)
-    target = affinities_from_labels(
-        volume.labels,
-        offsets=model.config.offsets,
-        label_zero=volume.label_zero,
-        known=volume.known,
-        in_plane_only=volume.in_plane_only,
-    )
+    target = volume.targets(model.config.offsets)
     logits = torch.logit(torch.from_numpy(affinities), eps=1e-6)
     loss = masked_bce_loss(
         logits, torch.from_numpy(target.affinities), torch.from_numpy(target.mask.astype(np.float32)), balance=balance
@@ -288,13 +281,7 @@ class Trainer:
             volume = self.sampler.domains[patch.domain][patch.volume]
             if self.config.augment:
                 patch = augment(patch, rng=self.rng, transpose_xy=self.transpose_xy)
-            target = affinities_from_labels(
-                patch.labels,
-                offsets=self.model_config.offsets,
-                label_zero=volume.label_zero,
-                known=patch.known,
-                in_plane_only=volume.in_plane_only,
-            )
+            target = volume.targets(self.model_config.offsets, labels=patch.labels, known=patch.known)
             raws.append(patch.raw[None])
             targets.append(target.affinities)
             masks.append(target.mask)

@@ -47,6 +47,22 @@ class TrainingVolume:
         if self.raw.size == 0:
             raise NeuropilError(f"{where}: empty volume")
 
+    def targets(self, offsets, *, labels: NDArray | None = None, known: NDArray | None = None):
+        """Affinity targets under this volume's label semantics.
+
+        ``labels`` and ``known`` default to the whole volume's; pass a (possibly augmented)
+        patch of them to get the patch's targets.
+        """
+        from neuropil.targets import affinities_from_labels
+
+        return affinities_from_labels(
+            self.labels if labels is None else labels,
+            offsets=offsets,
+            label_zero=self.label_zero,
+            known=self.known if labels is None else known,
+            in_plane_only=self.in_plane_only,
+        )
+
     def crop(self, region: tuple[slice, ...], *, part: str, **metadata) -> "TrainingVolume":
         """The sub-volume at ``region`` (views, not copies), named ``name[part]``."""
         return TrainingVolume(
