@@ -7,10 +7,17 @@ from neuropil.model import UNet3D
 from neuropil.predict import predict_affinities
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["none", "batch"])
+def model(request):
     torch.manual_seed(0)
-    return UNet3D(base_channels=2, depth=3, voxel_size=(20.0, 10.0, 10.0)).eval()
+    network = UNet3D(base_channels=2, depth=3, voxel_size=(20.0, 10.0, 10.0), normalization=request.param)
+    if request.param == "batch":
+        # a few training-mode passes give the running statistics values far from the identity
+        with torch.no_grad():
+            for _ in range(3):
+                network(torch.rand(2, 1, 8, 16, 16) * 5 + 2)
+        assert not torch.allclose(network.down[0][1].running_mean, torch.zeros(2))
+    return network.eval()
 
 
 def test_tiles_equal_one_shot_prediction(model):
@@ -18,7 +25,8 @@ def test_tiles_equal_one_shot_prediction(model):
     whole = predict_affinities(raw, model, tile_shape=None, progress=False)
     tiled = predict_affinities(raw, model, tile_shape=(4, 16, 8), progress=False)
     assert whole.shape == (3, 12, 40, 36)
-    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    # batch normalization rescales activations, so float32 round-off grows a little
+    np.testing.assert_allclose(tiled, whole, atol=1e-5 if model.config.normalization == "none" else 1e-4)
 
 
 def test_a_too_small_halo_shows_seams(model):

@@ -10,7 +10,7 @@ read each tile with enough surrounding data that tiles agree with a one-shot pas
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -49,6 +49,9 @@ class ModelConfig(BaseModel):
     """Per-level pooling; ``None`` derives them from ``voxel_size``."""
     voxel_size: tuple[float, float, float] = (25.0, 13.0, 13.0)
     """Voxel size (nm) the model is trained at; inputs are resampled to it."""
+    normalization: Literal["none", "batch"] = "none"
+    """``batch``: batch normalization after every convolution. It speeds up training; in
+    evaluation mode it is a fixed per-channel scale and shift, so tiles stay exact."""
 
     @field_validator("depth")
     @classmethod
@@ -70,20 +73,23 @@ class ModelConfig(BaseModel):
         return downsample_factors_for(self.voxel_size, self.depth)
 
 
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.Conv3d(out_channels, out_channels, kernel_size=3, padding=1),
-        nn.ReLU(inplace=True),
-    )
+def _conv_block(in_channels: int, out_channels: int, normalization: str = "none") -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for first in (in_channels, out_channels):
+        layers.append(nn.Conv3d(first, out_channels, kernel_size=3, padding=1, bias=normalization == "none"))
+        if normalization == "batch":
+            layers.append(nn.BatchNorm3d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
 
 
 class UNet3D(nn.Module):
     """U-Net with ``depth`` levels; returns affinity logits ``(b, c, z, y, x)``.
 
-    No normalization layers: the output at a voxel depends only on the input around
-    it, which is what makes tiled prediction exact.
+    The output at a voxel depends only on the input around it, which is what makes
+    tiled prediction exact: there are no normalization layers, or batch normalization,
+    which in evaluation mode (:meth:`torch.nn.Module.eval`, as prediction runs) uses
+    fixed statistics.
     """
 
     def __init__(self, config: ModelConfig | None = None, **options) -> None:
@@ -97,13 +103,13 @@ class UNet3D(nn.Module):
         self.merge = nn.ModuleList()
         previous = self.config.in_channels
         for level, width in enumerate(widths):
-            self.down.append(_conv_block(previous, width))
+            self.down.append(_conv_block(previous, width, self.config.normalization))
             previous = width
             if level < len(factors):
                 self.pool.append(nn.MaxPool3d(factors[level]))
         for level in reversed(range(len(factors))):
             self.up.append(nn.ConvTranspose3d(widths[level + 1], widths[level], kernel_size=factors[level], stride=factors[level]))
-            self.merge.append(_conv_block(2 * widths[level], widths[level]))
+            self.merge.append(_conv_block(2 * widths[level], widths[level], self.config.normalization))
         self.head = nn.Conv3d(widths[0], self.config.out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
