@@ -64,11 +64,13 @@ def feature_names(n_bins: int, image: bool = False) -> list[str]:
     names += [f"boundary_hist_{i}_of_{n_bins}" for i in range(n_bins)]
     node = ["log_size", "inside_mean", "inside_std", "elongation"]
     names += [f"smaller_{name}" for name in node] + [f"larger_{name}" for name in node]
-    names += ["contact_per_surface", "log_size_ratio"]
+    names += ["contact_per_surface", "log_size_ratio", "boundary_contrast"]
+    names += ["smaller_surface_fraction", "larger_surface_fraction"]
     if image:
         names += ["image_contact_mean", "image_contact_std"]
         names += [f"{region}_image_{name}" for region in ("smaller", "larger") for name in ("mean", "std")]
-        names += ["image_mean_difference"]
+        names += ["image_mean_difference", "image_contrast"]
+        names += ["interior_image_distance", "interior_image_mean_difference"]
     return names
 
 
@@ -236,6 +238,9 @@ def statistics(
     node3 = contacts.node.reshape((1,) * (3 - contacts.node.ndim) + contacts.node.shape)
     value3 = np.ascontiguousarray(voxel_boundary, dtype=np.float32).reshape(node3.shape)
     node_stats = _node_statistics(node3, value3, contacts.n_nodes)
+    surface = np.bincount(contacts.u, weights=edge_stats[:, 0], minlength=contacts.n_nodes)
+    surface += np.bincount(contacts.v, weights=edge_stats[:, 0], minlength=contacts.n_nodes)
+    node_stats = np.concatenate([node_stats, surface[:, None]], axis=1)
     if image is None:
         return edge_stats, node_stats
     from neuropil.watershed import affinities_from_boundaries
@@ -255,6 +260,12 @@ def statistics(
         ],
         axis=1,
     )
+    # histogram of the image away from boundaries (the cytoplasm) in each region
+    bins = merge.IMAGE_HISTOGRAM
+    interior = np.asarray(voxel_boundary).ravel()[inside] < 0.5
+    level = np.clip((voxel_image[interior] * bins).astype(np.int64), 0, bins - 1)
+    histogram = np.bincount(node[inside][interior] * bins + level, minlength=contacts.n_nodes * bins)
+    node_image = np.concatenate([node_image, histogram.reshape(contacts.n_nodes, bins).astype(np.float64)], axis=1)
     return np.concatenate([edge_stats, edge_image], axis=1), np.concatenate([node_stats, node_image], axis=1)
 
 
