@@ -111,7 +111,7 @@ def test_image_channel_features_by_hand():
     from neuropil.agglomeration.learned import feature_names, statistics, voxel_boundaries
 
     fragments = np.array([[[1, 1, 2, 2]]], dtype=np.uint64)
-    boundaries = np.full(fragments.shape, 0.5, dtype=np.float32)
+    boundaries = np.array([[[0.1, 0.3, 0.3, 0.1]]], dtype=np.float32)
     image = np.array([[[0, 51, 102, 255]]], dtype=np.uint8)  # 0, 0.2, 0.4, 1.0
     values = as_affinities(boundaries)
     contacts = graph.contacts(values, fragments)
@@ -126,9 +126,52 @@ def test_image_channel_features_by_hand():
         "smaller_image_mean": 0.1, "smaller_image_std": 0.1,
         "larger_image_mean": 0.7, "larger_image_std": 0.3,
         "image_mean_difference": 0.6,
+        # the contact (0.3) against the closer interior (0.1)
+        "image_contrast": 0.2,
+        # every voxel is away from boundaries: histogram bins {0, 1} against {3, 7} of 8
+        "interior_image_distance": 1.0,
+        "interior_image_mean_difference": (3.5 + 7.5) / 16 - (0.5 + 1.5) / 16,
+        # boundary 0.3 across the contact, 0.2 inside each region
+        "boundary_mean": 0.3, "boundary_contrast": 0.1,
+        # the one contact is all of each region's surface
+        "smaller_surface_fraction": 1.0, "larger_surface_fraction": 1.0,
     }
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=1e-6), name
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_features_after_a_merge_equal_those_of_the_merged_fragments(image):
+    from neuropil.agglomeration import graph, merge
+    from neuropil.agglomeration.core import as_affinities
+    from neuropil.agglomeration.learned import statistics, voxel_boundaries
+
+    rng = np.random.default_rng(4)
+    fragments = np.repeat(np.repeat(np.array([[[1, 1, 2, 2, 3, 3, 4, 4]]], dtype=np.uint64), 3, axis=0), 4, axis=1)
+    boundaries = rng.uniform(0.0, 0.6, size=fragments.shape).astype(np.float32)
+    boundaries[..., 1:3] = rng.uniform(0.0, 0.05, size=boundaries[..., 1:3].shape)  # 1 and 2 merge first
+    boundaries[..., 5:7] = 0.95  # 3 and 4 merge last
+    pixels = (rng.uniform(size=fragments.shape) * 255).astype(np.uint8) if image else None
+
+    def examples(fragment_ids):
+        values = as_affinities(boundaries)
+        contacts = graph.contacts(values, fragment_ids)
+        edge_stats, node_stats = statistics(contacts, voxel_boundaries(boundaries, values), 8, pixels)
+        return contacts, edge_stats, node_stats
+
+    contacts, edge_stats, node_stats = examples(fragments)
+    same_object = np.ones(contacts.n_nodes, dtype=np.int64)
+    *_, features, labels = merge.merge_until(
+        contacts.n_nodes, contacts.u, contacts.v, edge_stats, node_stats,
+        merge.BOUNDARY_MEAN, 50, 8, tuple(merge.Forest.empty()), np.inf, same_object,
+    )
+    assert labels.all() and len(features) == 3
+    # the second example is the edge between the merged (1, 2) and 3
+    merged = np.where(fragments == 2, 1, fragments)
+    contacts, edge_stats, node_stats = examples(merged)
+    direct = merge.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, 8)
+    first_edge = int(np.flatnonzero((contacts.ids[contacts.u] == 1) & (contacts.ids[contacts.v] == 3))[0])
+    np.testing.assert_allclose(features[1], direct[first_edge], atol=1e-9)
 
 
 def test_merge_cost_is_the_voi_change_of_a_wrong_merge():

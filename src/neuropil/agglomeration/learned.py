@@ -1,18 +1,27 @@
 """Learned (gala-style) agglomeration: a random forest decides which regions to merge.
 
 Features of an edge come from its boundary (contact area; mean, standard deviation,
-quantiles and histogram of the boundary value ``1 - affinity`` across the contact) and
+quantiles and histogram of the boundary value ``1 - affinity`` across the contact),
 from its two regions (size, mean and spread of the boundary value inside, elongation
-from the second moments of the voxel coordinates). All are computed from additive
-statistics, so the features of merged regions are updated exactly after each merge.
+from the second moments of the voxel coordinates) and from how the two relate: the
+boundary contrast (the contact's mean boundary value minus the larger of the two
+interiors' means: a region with a noisy interior makes any contact look strong) and
+the share of each region's surface (its contacts with all other regions) that the
+contact is, near 1 for a region enclosed by the other (gala's contact features). All
+are computed from additive statistics (the surface loses twice the contact when two
+regions merge), so the features of merged regions are updated exactly after each merge.
 
 An image (the raw EM volume) can be given as an optional second channel, for training
 and then for every use of the classifier: it adds the mean and spread of the image
-value across the contact and inside each region, and the difference of the regions'
-mean values: the interiors of two cells can differ in brightness or texture where
-the boundary map is uncertain. It is optional because a pipeline that predicts
-affinities may not keep the image at hand; on fib-gala it avoids the largest wrong
-merge for most forest seeds (see the README's agglomeration benchmark).
+value across the contact and inside each region, the difference of the regions'
+mean values, the contact's contrast against the closer of the two interiors (a
+membrane is darker than the cytoplasm on both sides), and how far apart the regions'
+histograms of the image away from boundaries (boundary value below 0.5, their
+cytoplasm) are, as a total-variation distance and a difference of means: the
+interiors of two cells can differ in brightness or texture where the boundary map is
+uncertain. It is optional because a pipeline that predicts affinities may not keep
+the image at hand; on fib-gala it avoids the largest wrong merges (see the README's
+agglomeration benchmark).
 
 Training follows gala's agglomerative learning: the fragments are agglomerated
 against ground truth, in the order the current policy gives (mean boundary value in
@@ -64,11 +73,13 @@ def feature_names(n_bins: int, image: bool = False) -> list[str]:
     names += [f"boundary_hist_{i}_of_{n_bins}" for i in range(n_bins)]
     node = ["log_size", "inside_mean", "inside_std", "elongation"]
     names += [f"smaller_{name}" for name in node] + [f"larger_{name}" for name in node]
-    names += ["contact_per_surface", "log_size_ratio"]
+    names += ["contact_per_surface", "log_size_ratio", "boundary_contrast"]
+    names += ["smaller_surface_fraction", "larger_surface_fraction"]
     if image:
         names += ["image_contact_mean", "image_contact_std"]
         names += [f"{region}_image_{name}" for region in ("smaller", "larger") for name in ("mean", "std")]
-        names += ["image_mean_difference"]
+        names += ["image_mean_difference", "image_contrast"]
+        names += ["interior_image_distance", "interior_image_mean_difference"]
     return names
 
 
@@ -219,10 +230,13 @@ def statistics(
         each contact, then its histogram in ``n_bins`` bins over [0, 1]; with an
         image, the sum and sum of squares of the image value across each contact
         (the mean of the two voxels').
-    node_stats : (n_nodes, 12 [+ 2]) ndarray of float64
+    node_stats : (n_nodes, 13 [+ 2 + merge.IMAGE_HISTOGRAM]) ndarray of float64
         Size, sum and sum of squares of the voxel boundary value, sums of z, y, x and
-        of zz, yy, xx, zy, zx, yx (voxel coordinates); with an image, the sum and sum
-        of squares of the image value.
+        of zz, yy, xx, zy, zx, yx (voxel coordinates), and the surface (contact count
+        with all other fragments); with an image, the sum and sum of squares of the
+        image value, then the histogram of the image value (in
+        ``merge.IMAGE_HISTOGRAM`` bins over [0, 1]) over the voxels whose boundary
+        value is below 0.5.
     """
     boundary = 1.0 - contacts.value.astype(np.float64)
     level = np.clip((boundary * n_bins).astype(np.int64), 0, n_bins - 1)
@@ -236,6 +250,9 @@ def statistics(
     node3 = contacts.node.reshape((1,) * (3 - contacts.node.ndim) + contacts.node.shape)
     value3 = np.ascontiguousarray(voxel_boundary, dtype=np.float32).reshape(node3.shape)
     node_stats = _node_statistics(node3, value3, contacts.n_nodes)
+    surface = np.bincount(contacts.u, weights=edge_stats[:, 0], minlength=contacts.n_nodes)
+    surface += np.bincount(contacts.v, weights=edge_stats[:, 0], minlength=contacts.n_nodes)
+    node_stats = np.concatenate([node_stats, surface[:, None]], axis=1)
     if image is None:
         return edge_stats, node_stats
     from neuropil.watershed import affinities_from_boundaries
@@ -255,6 +272,12 @@ def statistics(
         ],
         axis=1,
     )
+    # histogram of the image away from boundaries (the cytoplasm) in each region
+    bins = merge.IMAGE_HISTOGRAM
+    interior = np.asarray(voxel_boundary).ravel()[inside] < 0.5
+    level = np.clip((voxel_image[interior] * bins).astype(np.int64), 0, bins - 1)
+    histogram = np.bincount(node[inside][interior] * bins + level, minlength=contacts.n_nodes * bins)
+    node_image = np.concatenate([node_image, histogram.reshape(contacts.n_nodes, bins).astype(np.float64)], axis=1)
     return np.concatenate([edge_stats, edge_image], axis=1), np.concatenate([node_stats, node_image], axis=1)
 
 

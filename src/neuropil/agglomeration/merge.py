@@ -99,16 +99,20 @@ def forest_probability(forest_feature, forest_threshold, left, right, probabilit
     return total / max(roots.size, 1)
 
 
-NODE_STATS = 12
+NODE_STATS = 13
 """Columns of the node statistics of the boundary channel (see :func:`edge_features`)."""
-IMAGE_FEATURES = 7
+SURFACE = 12
+"""Column of the node statistics holding the region's contact area with all other regions."""
+IMAGE_HISTOGRAM = 8
+"""Bins of the histogram of the image inside each region, where the boundary value is below 0.5."""
+IMAGE_FEATURES = 10
 """Features the optional image channel adds (see :func:`edge_features`)."""
 
 
 @numba.njit(cache=True)
 def n_edge_features(n_bins, image):
     """How many features :func:`edge_features` returns."""
-    return 16 + n_bins + (IMAGE_FEATURES if image else 0)
+    return 19 + n_bins + (IMAGE_FEATURES if image else 0)
 
 
 @numba.njit(cache=True)
@@ -119,8 +123,10 @@ def edge_features(edge_stat, node_u, node_v, n_bins):
     (``1 - affinity``) over the contacts, then an ``n_bins`` histogram of it, then
     (with an image channel) the sum and sum of squares of the image value over the
     contacts. Node statistics: ``size, boundary sum, boundary sum of squares, sums of
-    z, y, x, sums of zz, yy, xx, zy, zx, yx``, then (with an image channel) the image
-    sum and sum of squares. See :func:`neuropil.agglomeration.learned.feature_names`.
+    z, y, x, sums of zz, yy, xx, zy, zx, yx``, the contact area with all other regions
+    (the surface), then (with an image channel) the image sum and sum of squares and
+    an :data:`IMAGE_HISTOGRAM`-bin histogram of the image where the boundary value is
+    below 0.5. See :func:`neuropil.agglomeration.learned.feature_names`.
     """
     image = node_u.size > NODE_STATS
     count = max(edge_stat[0], 1.0)
@@ -159,10 +165,18 @@ def edge_features(edge_stat, node_u, node_v, n_bins):
     # contact relative to the smaller region's surface scale, and size ratio
     features[k] = np.log(count) - (2.0 / 3.0) * np.log(max(node_u[0], 1.0))
     features[k + 1] = np.log(max(node_u[0], 1.0)) - np.log(max(node_v[0], 1.0))
-    k += 2
+    # how much stronger the boundary is across the contact than inside either region
+    # (a region with a noisy interior makes a weak contact look strong)
+    features[k + 2] = mean - max(small[1], large[1])
+    # the share of each region's surface (its contacts with all other regions) the
+    # contact is: near 1 for a region enclosed by the other (gala's contact features)
+    features[k + 3] = edge_stat[0] / max(node_u[SURFACE], 1.0)
+    features[k + 4] = edge_stat[0] / max(node_v[SURFACE], 1.0)
+    k += 5
     if image:
-        # image value across the contact and inside each region (smaller first), and
-        # how much the regions' interiors differ
+        # image value across the contact and inside each region (smaller first), how
+        # much the regions' interiors differ, and how much darker or brighter the
+        # contact is than the closer of the two interiors (a membrane is darker)
         edge_mean = edge_stat[3 + n_bins] / count
         features[k] = edge_mean
         features[k + 1] = np.sqrt(max(edge_stat[4 + n_bins] / count - edge_mean * edge_mean, 0.0))
@@ -173,7 +187,28 @@ def edge_features(edge_stat, node_u, node_v, n_bins):
             features[k] = region_mean
             features[k + 1] = np.sqrt(max(stat[NODE_STATS + 1] / size - region_mean * region_mean, 0.0))
             k += 2
-        features[k] = abs(features[k - 4] - features[k - 2])
+        small_mean, large_mean = features[k - 4], features[k - 2]
+        features[k] = abs(small_mean - large_mean)
+        closer = small_mean if abs(edge_mean - small_mean) < abs(edge_mean - large_mean) else large_mean
+        features[k + 1] = edge_mean - closer
+        k += 2
+        # the image inside the two regions away from boundaries (their cytoplasm):
+        # how far apart the two distributions are (total variation) and their means
+        start = NODE_STATS + 2
+        total_u = max(node_u[start : start + IMAGE_HISTOGRAM].sum(), 1.0)
+        total_v = max(node_v[start : start + IMAGE_HISTOGRAM].sum(), 1.0)
+        distance = 0.0
+        mean_u = 0.0
+        mean_v = 0.0
+        for bin_ in range(IMAGE_HISTOGRAM):
+            share_u = node_u[start + bin_] / total_u
+            share_v = node_v[start + bin_] / total_v
+            distance += abs(share_u - share_v)
+            centre = (bin_ + 0.5) / IMAGE_HISTOGRAM
+            mean_u += share_u * centre
+            mean_v += share_v * centre
+        features[k] = 0.5 * distance
+        features[k + 1] = abs(mean_u - mean_v)
     return features
 
 
@@ -370,6 +405,9 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
         n_merges += 1
         for j in range(node_stats.shape[1]):
             node_stats[a, j] += node_stats[b, j]
+        if node_stats.shape[1] > SURFACE:
+            # the contact between a and b is now inside the merged region
+            node_stats[a, SURFACE] -= 2.0 * edge_stats[edge, 0]
         n_changed = 0
         slot = head[b]
         while slot >= 0:
