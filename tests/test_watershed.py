@@ -3,6 +3,7 @@ import pytest
 
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import evaluate
+from neuropil.targets import affinities_from_labels
 from neuropil.watershed import affinities_from_boundaries, fragments, fragments_from_boundaries
 
 
@@ -63,11 +64,36 @@ def test_min_size_merges_small_fragments():
     assert unmerged_max_id > max_id
 
 
+def test_an_object_without_a_seed_is_not_flooded_from_its_neighbour():
+    # a slab 4 voxels thick beside a large object: the smoothed distance transform gives
+    # it no seed of its own; the contact between them has affinity 0.1
+    labels = np.ones((4, 16, 16), np.uint64)
+    labels[:, :, 12:] = 2
+    same = affinities_from_labels(labels).affinities > 0
+    affinities = np.where(same, 0.95, 0.1).astype(np.float32)
+    flooded, flooded_max_id = fragments(affinities, flood_threshold=0.0, min_size=5)
+    assert flooded_max_id == 1  # the old rule: any positive affinity is crossed
+    result, max_id = fragments(affinities, min_size=5)
+    assert max_id == 2
+    assert len(np.unique(result[labels == 1])) == 1
+    assert len(np.unique(result[labels == 2])) == 1
+    assert result[0, 0, 0] != result[0, 0, 15]
+
+
 def test_boundary_map_fragments_follow_boundaries():
     boundaries = np.zeros((4, 16, 16), dtype=np.float32)
     boundaries[:, :, 8] = 1.0  # a membrane plane
-    result, max_id = fragments_from_boundaries(boundaries, min_size=0)
+    result, max_id = fragments_from_boundaries(boundaries, flood_threshold=0.0, min_size=0)
     assert max_id == 2
+    assert len(np.unique(result[:, :, :8])) == 1
+    assert len(np.unique(result[:, :, 9:])) == 1
+    assert result[0, 0, 0] != result[0, 0, 15]
+    # above a flood threshold the membrane sheet stays out of both sides
+    result, max_id = fragments_from_boundaries(boundaries)
+    assert len(np.unique(result[:, :, :8])) == 1
+    assert len(np.unique(result[:, :, 9:])) == 1
+    assert result[0, 0, 0] != result[0, 0, 15]
+    assert not set(np.unique(result[:, :, 8])) & {result[0, 0, 0], result[0, 0, 15]}
     assert len(np.unique(result[:, :, :8])) == 1
     assert len(np.unique(result[:, :, 9:])) == 1
     assert result[0, 0, 0] != result[0, 0, 15]

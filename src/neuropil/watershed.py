@@ -38,6 +38,7 @@ def fragments(
     affinities: NDArray,
     *,
     threshold: float = 0.5,
+    flood_threshold: float = 0.5,
     min_size: int = 20,
     mask: NDArray | None = None,
     voxel_size: tuple[float, ...] | None = None,
@@ -54,9 +55,17 @@ def fragments(
         Voxels whose mean affinity to their neighbours is above this are interior;
         seeds are the maxima of the (slightly smoothed) distance transform of the
         interior.
+    flood_threshold : float
+        The flood from the seeds only crosses affinities above this; voxels it does
+        not reach start fragments of their own. Without it an object that got no
+        seed (thin, or with a noisy interior) is flooded from a neighbour through
+        their low-affinity contact, a merge no agglomeration can undo. Boundary
+        voxels left out of the flood join a neighbour through the ``min_size``
+        merge below, or, where many touch (a membrane sheet), stay a fragment of
+        their own between the objects. 0 floods every positive affinity.
     min_size : int
         Fragments with fewer voxels are merged into the neighbour they share the
-        highest affinity with (never across an affinity of 0).
+        highest affinity with (through any positive affinity, never across 0).
     mask : (z, y, x) ndarray of bool, optional
         Only voxels inside the mask get an id; outside it the result is 0.
     voxel_size : tuple of float, optional
@@ -83,10 +92,12 @@ def fragments(
         raise NeuropilError(f"voxel_size {tuple(voxel_size)} needs {ndim} values, (z, y, x) in nm")
     if min_size < 0:
         raise NeuropilError(f"min_size must be >= 0, not {min_size}")
+    if not 0.0 <= flood_threshold < 1.0:
+        raise NeuropilError(f"flood_threshold must be in [0, 1), not {flood_threshold}")
 
     seeds = _distance_transform_seeds(affinities, threshold=threshold, mask=mask, voxel_size=voxel_size)
     valid = np.ones(shape, dtype=bool) if mask is None else mask
-    labels = _watershed_cut(affinities, seeds, valid, shape, int(min_size))
+    labels = _watershed_cut(affinities, seeds, valid, shape, int(min_size), float(flood_threshold))
     max_id = int(labels.max(initial=0))
     logger.debug("%d fragments from %d seeds", max_id, int(seeds.max(initial=0)))
     return labels.reshape(shape).astype(LABEL_DTYPE, copy=False), max_id
@@ -96,6 +107,7 @@ def fragments_from_boundaries(
     boundaries: NDArray,
     *,
     threshold: float = 0.5,
+    flood_threshold: float = 0.5,
     min_size: int = 20,
     mask: NDArray | None = None,
     voxel_size: tuple[float, ...] | None = None,
@@ -122,6 +134,7 @@ def fragments_from_boundaries(
     return fragments(
         affinities,
         threshold=threshold,
+        flood_threshold=flood_threshold,
         min_size=min_size,
         mask=mask,
         voxel_size=voxel_size,
@@ -234,11 +247,11 @@ def _find(parent, node):
 
 
 @numba.njit(cache=True)
-def _flood(affinities, seeds, valid, shape):
+def _flood(affinities, seeds, valid, shape, floor):
     """Seeded watershed by flooding on edge weights ``1 - affinity``, a FIFO bucket queue.
 
     A voxel takes the label of the neighbour that reaches it first through an edge
-    of positive affinity (labelled when queued, as in scikit-image); ties are broken
+    of affinity above ``floor`` (labelled when queued, as in scikit-image); ties are broken
     first in, first out, so plateaus are split evenly between basins. Voxels no seed
     reaches start fragments of their own.
 
@@ -303,8 +316,8 @@ def _flood(affinities, seeds, valid, shape):
                             continue
                         q = p + strides[axis]
                         affinity = affinities[axis, q]
-                    if labels[q] != 0 or not valid[q] or not affinity > 0:
-                        continue  # never cross a zero affinity
+                    if labels[q] != 0 or not valid[q] or not affinity > floor:
+                        continue  # never cross an affinity at or below the floor
                     labels[q] = labels[p]
                     bucket = int((1 - min(affinity, 1.0)) * (levels - 1))
                     bucket = max(bucket, level)
@@ -337,10 +350,12 @@ def _merge_small(u, v, n_labels, sizes, min_size):
     return parent
 
 
-def _watershed_cut(affinities, seeds, valid, shape, min_size):
-    """Flood from seeds, merge fragments smaller than ``min_size``, renumber 1..max_id."""
+def _watershed_cut(affinities, seeds, valid, shape, min_size, floor=0.0):
+    """Flood from seeds over affinities above ``floor``, merge fragments smaller than
+    ``min_size`` through any positive affinity, renumber 1..max_id."""
     ndim = len(shape)
-    labels = _flood(affinities.reshape(ndim, -1), seeds.ravel(), valid.ravel(), np.array(shape, dtype=np.int64))
+    flat_affinities, flat_valid, flat_shape = affinities.reshape(ndim, -1), valid.ravel(), np.array(shape, dtype=np.int64)
+    labels = _flood(flat_affinities, seeds.ravel(), flat_valid, flat_shape, np.float32(floor))
     labels = labels.reshape(shape)
     n_labels = int(labels.max(initial=0)) + 1
     if min_size > 1 and n_labels > 2:

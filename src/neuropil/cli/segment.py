@@ -26,6 +26,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--image", metavar="I", help="address of the raw image, for a classifier trained with one")
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.5], metavar="T", help="merge thresholds")
     parser.add_argument("--quantile", type=int, default=50, help="percentile of the quantile method")
+    parser.add_argument(
+        "--flood-threshold",
+        type=float,
+        default=0.5,
+        metavar="A",
+        help="the watershed (without --fragments) floods only affinities above A (0: any positive affinity)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -53,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if args.fragments:
         fragment_ids = read_volume(args.fragments)
     elif volume.ndim == 3:
-        fragment_ids, _ = fragments_from_boundaries(volume)
+        fragment_ids, _ = fragments_from_boundaries(volume, flood_threshold=args.flood_threshold)
     else:
-        fragment_ids, _ = fragments(volume)
+        fragment_ids, _ = fragments(volume, flood_threshold=args.flood_threshold)
     model = None
     if args.method == "learned":
         if not args.model:
