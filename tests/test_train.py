@@ -110,3 +110,25 @@ def test_cosine_schedule_decays_to_the_final_fraction(tmp_path):
     assert trainer.learning_rate() == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
     trainer.iteration = 100
     assert trainer.learning_rate() == pytest.approx(1e-4)
+
+
+def test_checkpoint_without_normalization_field_loads_a_network_without_normalization(tmp_path):
+    network = UNet3D(ModelConfig(base_channels=2, depth=2, normalization="none"))
+    saved = network.config.model_dump(mode="json")
+    saved.pop("normalization")  # as written before the option existed
+    torch.save({"model_config": saved, "model_state": network.state_dict()}, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.config.normalization == "none"
+    x = torch.rand(1, 1, 4, 8, 8)
+    torch.testing.assert_close(loaded(x), network.eval()(x))
+
+
+def test_batch_normalized_network_is_the_default_and_differs_in_train_and_eval():
+    torch.manual_seed(0)
+    network = UNet3D(ModelConfig(base_channels=2, depth=2))
+    assert network.config.normalization == "batch"
+    x = torch.rand(2, 1, 4, 8, 8) * 3 + 1
+    with torch.no_grad():
+        training = network.train()(x)
+        evaluation = network.eval()(x)
+    assert not torch.allclose(training, evaluation)

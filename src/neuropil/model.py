@@ -49,7 +49,7 @@ class ModelConfig(BaseModel):
     """Per-level pooling; ``None`` derives them from ``voxel_size``."""
     voxel_size: tuple[float, float, float] = (25.0, 13.0, 13.0)
     """Voxel size (nm) the model is trained at; inputs are resampled to it."""
-    normalization: Literal["none", "batch"] = "none"
+    normalization: Literal["none", "batch"] = "batch"
     """``batch``: batch normalization after every convolution. It speeds up training; in
     evaluation mode it is a fixed per-channel scale and shift, so tiles stay exact."""
 

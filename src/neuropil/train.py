@@ -135,6 +135,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise NeuropilError(f"{path}: not a readable checkpoint ({type(error).__name__})") from error
     if not isinstance(state, dict) or "model_config" not in state or "model_state" not in state:
         raise NeuropilError(f"{path}: not a neuropil checkpoint (no model_config/model_state)")
+    # checkpoints written before the normalization option existed hold networks without any
+    state["model_config"] = {"normalization": "none", **state["model_config"]}
     return state
 
 
