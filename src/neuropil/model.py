@@ -73,7 +73,7 @@ class ModelConfig(BaseModel):
         return downsample_factors_for(self.voxel_size, self.depth)
 
 
-def _conv_block(in_channels: int, out_channels: int, normalization: str = "none") -> nn.Sequential:
+def _conv_block(in_channels: int, out_channels: int, normalization: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for first in (in_channels, out_channels):
         layers.append(nn.Conv3d(first, out_channels, kernel_size=3, padding=1, bias=normalization == "none"))
@@ -87,9 +87,8 @@ class UNet3D(nn.Module):
     """U-Net with ``depth`` levels; returns affinity logits ``(b, c, z, y, x)``.
 
     The output at a voxel depends only on the input around it, which is what makes
-    tiled prediction exact: there are no normalization layers, or batch normalization,
-    which in evaluation mode (:meth:`torch.nn.Module.eval`, as prediction runs) uses
-    fixed statistics.
+    tiled prediction exact: batch normalization, if used, runs with its fixed running
+    statistics in evaluation mode (:meth:`torch.nn.Module.eval`, as prediction runs).
     """
 
     def __init__(self, config: ModelConfig | None = None, **options) -> None:

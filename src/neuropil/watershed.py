@@ -354,8 +354,9 @@ def _watershed_cut(affinities, seeds, valid, shape, min_size, floor=0.0):
     """Flood from seeds over affinities above ``floor``, merge fragments smaller than
     ``min_size`` through any positive affinity, renumber 1..max_id."""
     ndim = len(shape)
-    flat_affinities, flat_valid, flat_shape = affinities.reshape(ndim, -1), valid.ravel(), np.array(shape, dtype=np.int64)
-    labels = _flood(flat_affinities, seeds.ravel(), flat_valid, flat_shape, np.float32(floor))
+    labels = _flood(
+        affinities.reshape(ndim, -1), seeds.ravel(), valid.ravel(), np.array(shape, dtype=np.int64), np.float32(floor)
+    )
     labels = labels.reshape(shape)
     n_labels = int(labels.max(initial=0)) + 1
     if min_size > 1 and n_labels > 2:
