@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import tifffile
 
-from neuropil.agglomeration import agglomerate, agglomeration
+from neuropil.agglomeration import agglomerate
 from neuropil.agglomeration.learned import train
 from neuropil.evaluate import evaluate
 from neuropil.watershed import affinities_from_boundaries

@@ -140,6 +140,34 @@ def test_image_channel_features_by_hand():
         assert got[name] == pytest.approx(value, abs=1e-6), name
 
 
+def test_pair_shape_features_by_hand():
+    """Two rods end to end continue each other; two rods side by side do not."""
+    from neuropil.agglomeration import graph, merge
+    from neuropil.agglomeration.core import as_affinities
+    from neuropil.agglomeration.learned import feature_names, statistics, voxel_boundaries
+
+    def pair_features(fragments):
+        boundaries = np.full(fragments.shape, 0.2, dtype=np.float32)
+        values = as_affinities(boundaries)
+        contacts = graph.contacts(values, fragments)
+        edge_stats, node_stats = statistics(contacts, voxel_boundaries(boundaries, values), 8, None)
+        features = merge.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, 8)
+        return dict(zip(feature_names(8), features[0]))
+
+    end_to_end = np.zeros((2, 2, 24), dtype=np.uint64)
+    end_to_end[..., :12], end_to_end[..., 12:] = 1, 2
+    side_by_side = np.zeros((2, 4, 12), dtype=np.uint64)
+    side_by_side[:, :2], side_by_side[:, 2:] = 1, 2
+    along, across = pair_features(end_to_end), pair_features(side_by_side)
+    for got in (along, across):
+        assert got["axes_alignment"] == pytest.approx(1.0)  # all rods lie along x
+    # the line between the centres follows both rods' axes, or crosses them
+    for name in ("offset_along_smaller_axis", "offset_along_larger_axis"):
+        assert along[name] == pytest.approx(1.0) and across[name] == pytest.approx(0.0, abs=1e-9)
+    # a rod twice as long is more elongated; a pair side by side is a thicker rod
+    assert along["merged_elongation_change"] > 0 > across["merged_elongation_change"]
+
+
 @pytest.mark.parametrize("image", [False, True])
 def test_features_after_a_merge_equal_those_of_the_merged_fragments(image):
     from neuropil.agglomeration import graph, merge

@@ -34,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from neuropil.data.sampling import VALIDATION_WIDTH, TrainingVolume
 from neuropil.conventions import positive_voxel_size
 from neuropil.errors import NeuropilError
+from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig
 from neuropil.train import TrainConfig
 
@@ -209,11 +210,7 @@ def save_config(config: RunConfig, path: str | os.PathLike) -> Path:
     """Write ``config`` as YAML (atomically); :func:`load_config` reads it back equal."""
     import yaml
 
-    path = Path(path)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    os.replace(temporary, path)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 class Domains(NamedTuple):

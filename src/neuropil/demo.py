@@ -26,6 +26,7 @@ from neuropil.agglomeration import agglomerate
 from neuropil.data.synth import PRESETS, synthetic_volume
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import Scores, evaluate
+from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig, UNet3D
 from neuropil.predict import predict_affinities
 from neuropil.targets import affinities_from_labels
@@ -219,9 +220,7 @@ red: a missed boundary; red on dark: an invented one.
 
 {figures}
 """
-    temporary = out_dir / "report.md.partial"
-    temporary.write_text(text)
-    os.replace(temporary, out_dir / "report.md")
+    write_text_atomic(out_dir / "report.md", text)
     payload = {
         "thresholds": thresholds,
         "train_seconds": train_seconds,
@@ -232,6 +231,4 @@ red: a missed boundary; red on dark: an invented one.
             for r in results
         ],
     }
-    temporary = out_dir / "results.json.partial"
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, out_dir / "results.json")
+    write_text_atomic(out_dir / "results.json", json.dumps(payload, indent=2))

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from neuropil.augment import augment
 from neuropil.data.sampling import MultiDomainSampler, TrainingVolume
 from neuropil.errors import NeuropilError
+from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig, UNet3D
 
 logger = logging.getLogger(__name__)
@@ -218,9 +219,7 @@ class Trainer:
             "train": self.config.model_dump(mode="json"),
         }
         text = yaml.safe_dump(described, sort_keys=False)
-        temporary = self.out_dir / "config.yaml.partial"
-        temporary.write_text(text)
-        os.replace(temporary, self.out_dir / "config.yaml")
+        write_text_atomic(self.out_dir / "config.yaml", text)
 
     def _resume(self) -> None:
         state = load_checkpoint(self.out_dir / CHECKPOINT)

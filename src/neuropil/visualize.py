@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from neuropil.files import save_figure_atomic
+
 AFFINITY_COLOURS = ("#000000", "#27415e", "#8fb3d9", "#eef6ff")
 """Black through dark and light blue to pale blue-white."""
 
@@ -85,10 +87,4 @@ def figure_slice(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.stem + ".partial.png")
-    fig.savefig(temporary)
-    plt.close(fig)
-    os.replace(temporary, path)
-    return path
+    return save_figure_atomic(fig, path)

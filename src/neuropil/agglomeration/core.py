@@ -10,7 +10,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from neuropil.agglomeration import graph, merge
-from neuropil.conventions import AFFINITY_DTYPE, LABEL_DTYPE
 from neuropil.errors import NeuropilError
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,11 @@ from the second moments of the voxel coordinates) and from how the two relate: t
 boundary contrast (the contact's mean boundary value minus the larger of the two
 interiors' means: a region with a noisy interior makes any contact look strong) and
 the share of each region's surface (its contacts with all other regions) that the
-contact is, near 1 for a region enclosed by the other (gala's contact features). All
-are computed from additive statistics (the surface loses twice the contact when two
+contact is, near 1 for a region enclosed by the other (gala's contact features), and
+how the two shapes fit together: the elongation of the merged region and its change,
+how parallel the regions' main axes are and how closely the line between their
+centres follows each axis (pieces of one neurite continue each other; neurites side
+by side are offset across their axes). All are computed from additive statistics (the surface loses twice the contact when two
 regions merge), so the features of merged regions are updated exactly after each merge.
 
 An image (the raw EM volume) can be given as an optional second channel, for training
@@ -62,7 +65,7 @@ from neuropil.errors import NeuropilError
 logger = logging.getLogger(__name__)
 
 FORMAT = "neuropil-merge-classifier"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DEFAULT_BINS = 8
 POLICY_TREES_DIVISOR = 10
 
@@ -75,6 +78,8 @@ def feature_names(n_bins: int, image: bool = False) -> list[str]:
     names += [f"smaller_{name}" for name in node] + [f"larger_{name}" for name in node]
     names += ["contact_per_surface", "log_size_ratio", "boundary_contrast"]
     names += ["smaller_surface_fraction", "larger_surface_fraction"]
+    names += ["merged_elongation", "merged_elongation_change", "axes_alignment"]
+    names += ["offset_along_smaller_axis", "offset_along_larger_axis"]
     if image:
         names += ["image_contact_mean", "image_contact_std"]
         names += [f"{region}_image_{name}" for region in ("smaller", "larger") for name in ("mean", "std")]

@@ -107,12 +107,14 @@ IMAGE_HISTOGRAM = 8
 """Bins of the histogram of the image inside each region, where the boundary value is below 0.5."""
 IMAGE_FEATURES = 10
 """Features the optional image channel adds (see :func:`edge_features`)."""
+PAIR_FEATURES = 5
+"""Features of the two regions' shapes taken together (see :func:`_pair_features`)."""
 
 
 @numba.njit(cache=True)
 def n_edge_features(n_bins, image):
     """How many features :func:`edge_features` returns."""
-    return 19 + n_bins + (IMAGE_FEATURES if image else 0)
+    return 19 + PAIR_FEATURES + n_bins + (IMAGE_FEATURES if image else 0)
 
 
 @numba.njit(cache=True)
@@ -173,6 +175,8 @@ def edge_features(edge_stat, node_u, node_v, n_bins):
     features[k + 3] = edge_stat[0] / max(node_u[SURFACE], 1.0)
     features[k + 4] = edge_stat[0] / max(node_v[SURFACE], 1.0)
     k += 5
+    features[k : k + PAIR_FEATURES] = _pair_features(node_u, node_v)
+    k += PAIR_FEATURES
     if image:
         # image value across the contact and inside each region (smaller first), how
         # much the regions' interiors differ, and how much darker or brighter the
@@ -223,6 +227,28 @@ def all_edge_features(u, v, edge_stats, node_stats, n_bins):
 
 
 @numba.njit(cache=True)
+def _moments(stat):
+    """Centre and coordinate covariance of a region from its node statistics."""
+    size = max(stat[0], 1.0)
+    centre = stat[3:6] / size
+    covariance = np.empty((3, 3), dtype=np.float64)
+    for i in range(3):
+        covariance[i, i] = stat[6 + i] / size - centre[i] * centre[i]
+    pairs = ((0, 1), (0, 2), (1, 2))
+    for j in range(3):
+        a, b = pairs[j]
+        covariance[a, b] = stat[9 + j] / size - centre[a] * centre[b]
+        covariance[b, a] = covariance[a, b]
+    return centre, covariance
+
+
+@numba.njit(cache=True)
+def _elongation(eigenvalues):
+    """Log share of the largest eigenvalue of a coordinate covariance."""
+    return np.log(max(eigenvalues[2], 1e-3)) - np.log(max(eigenvalues.sum(), 1e-3))
+
+
+@numba.njit(cache=True)
 def _node_features(stat):
     size = max(stat[0], 1.0)
     mean = stat[1] / size
@@ -231,18 +257,35 @@ def _node_features(stat):
     features[1] = mean
     features[2] = np.sqrt(max(stat[2] / size - mean * mean, 0.0))
     # shape: the largest eigenvalue of the coordinate covariance, relative to the others
-    centre = stat[3:6] / size
-    covariance = np.empty((3, 3), dtype=np.float64)
-    index = 6
-    for i in range(3):
-        covariance[i, i] = stat[index + i] / size - centre[i] * centre[i]
-    pairs = ((0, 1), (0, 2), (1, 2))
-    for j in range(3):
-        a, b = pairs[j]
-        covariance[a, b] = stat[9 + j] / size - centre[a] * centre[b]
-        covariance[b, a] = covariance[a, b]
-    eigenvalues = np.linalg.eigvalsh(covariance)
-    features[3] = np.log(max(eigenvalues[2], 1e-3)) - np.log(max(eigenvalues.sum(), 1e-3))
+    features[3] = _elongation(np.linalg.eigvalsh(_moments(stat)[1]))
+    return features
+
+
+@numba.njit(cache=True)
+def _pair_features(small, large):
+    """How the two regions' shapes fit together (``small`` is the smaller region).
+
+    The elongation of the merged region and its change from the more elongated of
+    the two, how parallel the two regions' main axes are, and how closely the line
+    between their centres follows each main axis (two pieces of one neurite continue
+    each other; two neurites side by side are offset across their axes). All come
+    from the additive coordinate moments, so they stay exact as regions merge.
+    """
+    features = np.empty(PAIR_FEATURES, dtype=np.float64)
+    centre_s, covariance_s = _moments(small)
+    centre_l, covariance_l = _moments(large)
+    values_s, vectors_s = np.linalg.eigh(covariance_s)
+    values_l, vectors_l = np.linalg.eigh(covariance_l)
+    union = np.linalg.eigvalsh(_moments(small[:12] + large[:12])[1])
+    features[0] = _elongation(union)
+    features[1] = features[0] - max(_elongation(values_s), _elongation(values_l))
+    axis_s = vectors_s[:, 2]
+    axis_l = vectors_l[:, 2]
+    features[2] = abs(np.dot(axis_s, axis_l))
+    offset = centre_l - centre_s
+    offset /= max(np.sqrt(np.dot(offset, offset)), 1e-6)
+    features[3] = abs(np.dot(offset, axis_s))
+    features[4] = abs(np.dot(offset, axis_l))
     return features
 
 

@@ -6,7 +6,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from neuropil.agglomeration import graph
-from neuropil.conventions import LABEL_DTYPE
 
 
 def mutex_watershed(affinities: NDArray, fragments: NDArray, *, threshold: float = 0.5) -> NDArray[np.uint64]:

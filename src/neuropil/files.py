@@ -1,0 +1,34 @@
+"""Writing small output files whole or not at all: a temporary name, then a rename."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through ``path.partial``, so a reader never sees half a file."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".partial")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def save_figure_atomic(figure, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as ``path`` (format from its suffix) through a temporary name, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.stem + ".partial" + path.suffix)
+    try:
+        figure.savefig(temporary)
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        temporary.unlink(missing_ok=True)
+    return path
