@@ -191,3 +191,15 @@ def test_negative_thresholds_and_empty_affinities_are_refused():
         agglomerate(affinities, pieces, thresholds=[-0.5])
     with pytest.raises(NeuropilError, match="empty axis"):
         watershed_fragments(np.ones((3, 0, 4, 4), dtype=np.float32))
+
+
+def test_distinct_keys_by_table_and_by_sort_agree():
+    from neuropil.agglomeration.graph import _distinct
+
+    keys = np.random.default_rng(2).integers(0, 5000, size=3000).astype(np.int64)
+    by_table = _distinct(keys, 5000)  # a table over the 5000 possible keys
+    by_sort = _distinct(keys, 10**12)  # too many possible keys for a table
+    expected, inverse = np.unique(keys, return_inverse=True)
+    for distinct, index in (by_table, by_sort):
+        np.testing.assert_array_equal(distinct, expected)
+        np.testing.assert_array_equal(index, inverse)

@@ -89,14 +89,7 @@ def contacts(values: NDArray[np.float32], fragments: NDArray) -> Contacts:
     # are the last ones
     first_axis = 3 - node.ndim
     keys, contact_values = _contact_keys(node3, values3, first_axis, n)
-    # the edges are the distinct pair keys; each contact finds its edge by bisection
-    # (faster than a unique with inverse: there are far fewer edges than contacts)
-    sorted_keys = np.sort(keys)
-    starts = np.empty(sorted_keys.size, dtype=bool)
-    starts[:1] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
-    edge_keys = sorted_keys[starts]
-    edge = np.searchsorted(edge_keys, keys).astype(np.int64, copy=False)
+    edge_keys, edge = _distinct(keys, n * n)
     return Contacts(
         ids=ids,
         u=edge_keys // n,
@@ -105,6 +98,24 @@ def contacts(values: NDArray[np.float32], fragments: NDArray) -> Contacts:
         value=contact_values,
         node=node,
     )
+
+
+def _distinct(keys: NDArray[np.int64], n_keys: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Sorted distinct ``keys`` (all in ``0..n_keys-1``), and the index of each key among them."""
+    if n_keys <= 4 * keys.size + (1 << 16):
+        # few fragments: a table over every possible key, no sort
+        present = np.zeros(n_keys, dtype=bool)
+        present[keys] = True
+        table = np.cumsum(present, dtype=np.int64) - 1
+        return np.flatnonzero(present).astype(np.int64, copy=False), table[keys]
+    # each key finds its place by bisection (faster than a unique with inverse:
+    # there are far fewer distinct keys than keys)
+    sorted_keys = np.sort(keys)
+    starts = np.empty(sorted_keys.size, dtype=bool)
+    starts[:1] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+    distinct = sorted_keys[starts]
+    return distinct, np.searchsorted(distinct, keys).astype(np.int64, copy=False)
 
 
 def contact_values(contacts: Contacts, values: NDArray[np.float32]) -> NDArray[np.float32]:
