@@ -121,7 +121,9 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
 
     torch.manual_seed(seed)
     untrained = UNet3D(settings.model).eval()
-    trainer = Trainer(training, out_dir=out_dir / "model", model_config=settings.model, train_config=settings.train)
+    # the seed also sets the network's initial weights and the order of training patches
+    train_config = settings.train.model_copy(update={"seed": seed})
+    trainer = Trainer(training, out_dir=out_dir / "model", model_config=settings.model, train_config=train_config)
     train_started = time.perf_counter()
     model = trainer.train(progress=progress)
     train_seconds = time.perf_counter() - train_started

@@ -138,17 +138,20 @@ def run_study(
     train_seconds: dict[str, float] = {}
     pictures: dict[str, dict] = {}
     for name, domains in groups.items():
-        torch.manual_seed(seed)
+        # the seed also sets the network's initial weights and the order of training patches
         trainer = Trainer(
             {d: training[d] for d in domains},
             out_dir=out_dir / "models" / name,
             model_config=settings.model,
-            train_config=settings.train,
+            train_config=settings.train.model_copy(update={"seed": seed}),
         )
         logger.info("training the %s model on %s", name, ", ".join(domains))
+        resumed_done = trainer.iteration >= settings.train.iterations
         begin = time.perf_counter()
         model = trainer.train(progress=progress)
-        train_seconds[name] = time.perf_counter() - begin
+        if not resumed_done:
+            train_seconds[name] = time.perf_counter() - begin
+        logger.info("scoring the %s model on %d volumes", name, len(domains) + len(tests))
 
         def predicted_scores(volume):
             affinities = predict_affinities(volume.raw, model, progress=False)
@@ -290,7 +293,7 @@ volumes ({', '.join(f'{k} {v:.2f}' for k, v in thresholds.items())}). Cross-entr
 cross-entropy of the affinities against the ground truth (nats per affinity). Ground truth 0 is not
 scored. The extracellular-space sweep changes only `extracellular_nm` of {settings.sweep_domain}.
 
-Training took {', '.join(f'{k} {v:.0f} s' for k, v in train_seconds.items())}; the whole study {total_seconds:.0f} s.
+Training took {', '.join(f'{k} {v:.0f} s' for k, v in train_seconds.items()) or 'no time (every model was already trained in this folder)'}; this run {total_seconds:.0f} s.
 
 ## Domains
 
