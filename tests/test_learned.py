@@ -191,7 +191,7 @@ def test_features_after_a_merge_equal_those_of_the_merged_fragments(image):
     same_object = np.ones(contacts.n_nodes, dtype=np.int64)
     *_, features, labels = merge.merge_until(
         contacts.n_nodes, contacts.u, contacts.v, edge_stats, node_stats,
-        merge.BOUNDARY_MEAN, 50, 8, tuple(merge.Forest.empty()), np.inf, same_object,
+        merge.BOUNDARY_MEAN, 50, 8, merge.Forest.empty().packed(), np.inf, same_object,
     )
     assert labels.all() and len(features) == 3
     # the second example is the edge between the merged (1, 2) and 3

@@ -126,7 +126,7 @@ def agglomeration(
         mode,
         int(quantile),
         n_bins,
-        tuple(forest),
+        forest.packed(),
         float(stop),
         np.zeros(0, dtype=np.int64),
     )

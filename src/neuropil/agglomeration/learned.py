@@ -153,7 +153,8 @@ class MergeClassifier:
     def probability(self, features: NDArray) -> NDArray[np.float64]:
         """(n,) P(same object) for an (n, n_features) array of features."""
         features = np.asarray(features, dtype=np.float64)
-        return np.array([merge.forest_probability(*self.forest, row) for row in features])
+        packed = self.forest.packed()
+        return np.array([merge.forest_probability(*packed, row) for row in features])
 
 
 def _check_forest(forest: merge.Forest, n_features: int, path) -> None:
@@ -438,7 +439,7 @@ def train(
         mode = merge.BOUNDARY_MEAN if classifier is None else merge.LEARNED
         *_, examples, example_labels = merge.merge_until(
             contacts.n_nodes, contacts.u, contacts.v, edge_stats, node_stats,
-            mode, 50, n_bins, tuple(forest), np.inf, labels,
+            mode, 50, n_bins, forest.packed(), np.inf, labels,
         )
         all_examples.append(examples)
         all_labels.append(example_labels)
