@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from neuropil.data.synth import PRESETS, synthetic_volume, with_changes
 from neuropil.demo import FULL, QUICK, best_threshold, segment_thresholds
@@ -39,8 +38,8 @@ from neuropil.evaluate import evaluate
 from neuropil.files import save_figure_atomic, write_text_atomic
 from neuropil.model import ModelConfig
 from neuropil.predict import predict_affinities
-from neuropil.train import TrainConfig, Trainer, masked_bce_loss
-from neuropil.visualize import in_plane_affinity, overlay_rgb
+from neuropil.train import TrainConfig, Trainer, affinity_loss
+from neuropil.visualize import in_plane_affinity, in_plane_target, overlay_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +88,10 @@ class Score:
     arand: float
     threshold: float
 
+    @property
+    def voi(self) -> float:
+        return self.voi_split + self.voi_merge
+
 
 def sweep_name(domain: str, extracellular_nm: float) -> str:
     return f"{domain} ecs {extracellular_nm:g} nm"
@@ -116,13 +119,12 @@ def run_study(
         raise NeuropilError(f"unknown synthetic domains {unknown}; presets are {sorted(PRESETS)}")
     target = settings.target_voxel_size
 
-    def volume(domain, index):
+    def volume(domain, index, shape=settings.test_shape):
         # the demo's seeds: the same training, validation and test volumes
-        shape = settings.test_shape if index >= 500 else settings.train_shape
         return synthetic_volume(domain, shape=shape, target_voxel_size=target, seed=seed * 1000 + index)
 
     training = {
-        name: [volume(name, 10 * i + d) for i in range(settings.volumes_per_domain)]
+        name: [volume(name, 10 * i + d, settings.train_shape) for i in range(settings.volumes_per_domain)]
         for d, name in enumerate(settings.sources)
     }
     validation = {name: volume(name, 500 + d) for d, name in enumerate(settings.sources)}
@@ -167,7 +169,7 @@ def run_study(
             result = per_threshold[settings.thresholds.index(chosen)]
             scores.append(Score(
                 model=name, domain=domain,
-                cross_entropy=affinity_cross_entropy(affinities, test, settings.model.offsets),
+                cross_entropy=affinity_loss(affinities, test, settings.model.offsets, balance=False),
                 voi_split=result.voi_split, voi_merge=result.voi_merge, arand=result.arand, threshold=chosen,
             ))
             if domain in settings.unseen:
@@ -178,16 +180,6 @@ def run_study(
     return scores
 
 
-def affinity_cross_entropy(affinities, volume, offsets) -> float:
-    """Masked binary cross-entropy (nats per known affinity) of predicted affinities."""
-    target = volume.targets(offsets)
-    logits = torch.logit(torch.from_numpy(np.ascontiguousarray(affinities)), eps=1e-6)
-    loss = masked_bce_loss(
-        logits, torch.from_numpy(target.affinities), torch.from_numpy(target.mask.astype(np.float32)), balance=False
-    )
-    return float(loss.item())
-
-
 def comparison_figure(path: Path, tests, pictures, settings: StudySettings) -> Path:
     """One row per unseen domain: raw, then each model's affinities with ground-truth affinity 1 in red."""
     import matplotlib
@@ -196,7 +188,6 @@ def comparison_figure(path: Path, tests, pictures, settings: StudySettings) -> P
     import matplotlib.pyplot as plt
 
     offsets = settings.model.offsets
-    in_plane = [c for c, offset in enumerate(offsets) if offset[0] == 0]
     models = list(pictures)
     rows, columns = len(settings.unseen), 1 + len(models)
     fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), dpi=110, squeeze=False)
@@ -204,8 +195,7 @@ def comparison_figure(path: Path, tests, pictures, settings: StudySettings) -> P
         volume = tests[domain]
         z = volume.raw.shape[0] // 2
         target = volume.targets(offsets)
-        truth = target.affinities[in_plane].min(axis=0)[z]
-        known = target.mask[in_plane].min(axis=0)[z]
+        truth, known = (array[z] for array in in_plane_target(target.affinities, target.mask, offsets))
         axes[row, 0].imshow(volume.raw[z], cmap="gray", interpolation="nearest")
         axes[row, 0].set_title(f"{domain}: raw", fontsize=8)
         for column, name in enumerate(models, start=1):
@@ -313,7 +303,7 @@ Training took {', '.join(f'{k} {v:.0f} s' for k, v in train_seconds.items()) or 
 
 ## VOI split + merge
 
-{matrix_table([dataclasses.replace(s, voi_split=s.voi_split + s.voi_merge) for s in scores], "voi_split")}
+{matrix_table(scores, "voi")}
 
 ## Unseen domains
 

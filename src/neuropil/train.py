@@ -101,8 +101,13 @@ def validation_loss(model: UNet3D, volume: TrainingVolume, *, balance: bool = Tr
     from neuropil.predict import predict_affinities
 
     affinities = predict_affinities(volume.raw, model, progress=False, device=device)
-    target = volume.targets(model.config.offsets)
-    logits = torch.logit(torch.from_numpy(affinities), eps=1e-6)
+    return affinity_loss(affinities, volume, model.config.offsets, balance=balance)
+
+
+def affinity_loss(affinities: np.ndarray, volume: TrainingVolume, offsets, *, balance: bool) -> float:
+    """:func:`masked_bce_loss` of predicted affinities ``(c, z, y, x)`` against ``volume``'s labels."""
+    target = volume.targets(offsets)
+    logits = torch.logit(torch.from_numpy(np.ascontiguousarray(affinities, dtype=np.float32)), eps=1e-6)
     loss = masked_bce_loss(
         logits, torch.from_numpy(target.affinities), torch.from_numpy(target.mask.astype(np.float32)), balance=balance
     )

@@ -31,6 +31,12 @@ def in_plane_affinity(affinities: NDArray, offsets) -> NDArray[np.float32]:
     return affinities[channels].mean(axis=0)
 
 
+def in_plane_target(target_affinities: NDArray, target_mask: NDArray, offsets) -> tuple[NDArray, NDArray]:
+    """``(z, y, x)`` ground-truth affinity 1 only where every in-plane channel is 1, and where all are known."""
+    channels = [c for c, offset in enumerate(offsets) if offset[0] == 0]
+    return target_affinities[channels].min(axis=0), target_mask[channels].min(axis=0)
+
+
 def overlay_rgb(affinity: NDArray, target: NDArray, known: NDArray | None = None, *, alpha: float = 0.45) -> NDArray:
     """RGB image (y, x, 3): ``affinity`` in the affinity colours, red where ``target`` is 1."""
     rgb = affinity_colormap()(np.clip(affinity, 0.0, 1.0))[..., :3]
@@ -69,9 +75,7 @@ def figure_slice(
 
     z = raw.shape[0] // 2 if z is None else z
     predicted = in_plane_affinity(affinities, offsets)[z]
-    channels = [c for c, offset in enumerate(offsets) if offset[0] == 0]
-    target = target_affinities[channels].min(axis=0)[z]
-    known = target_mask[channels].min(axis=0)[z]
+    target, known = (array[z] for array in in_plane_target(target_affinities, target_mask, offsets))
     panels = [
         ("raw", raw[z], "gray"),
         ("predicted affinity", predicted, affinity_colormap()),

@@ -11,8 +11,9 @@ contact is, near 1 for a region enclosed by the other (gala's contact features),
 how the two shapes fit together: the elongation of the merged region and its change,
 how parallel the regions' main axes are and how closely the line between their
 centres follows each axis (pieces of one neurite continue each other; neurites side
-by side are offset across their axes). All are computed from additive statistics (the surface loses twice the contact when two
-regions merge), so the features of merged regions are updated exactly after each merge.
+by side are offset across their axes). All are computed from additive statistics
+(the surface loses twice the contact when two regions merge), so the features of
+merged regions are updated exactly after each merge.
 
 An image (the raw EM volume) can be given as an optional second channel, for training
 and then for every use of the classifier: it adds the mean and spread of the image

@@ -380,8 +380,7 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
     Parameters: node indices ``u < v`` per edge (int64), additive ``edge_stats``
     (n_edges, k) and ``node_stats`` (n_nodes, m) float64 (both copied), the scoring
     ``mode`` and its parameters (``forest``: a :meth:`Forest.packed` forest). Returns
-    the merge history (kept, removed, score)
-    and learning examples (features, labels).
+    the merge history (kept, removed, score) and learning examples (features, labels).
 
     Learning (``node_label`` not empty, the ground-truth object of each node, 0 =
     unknown): each edge reached gives an example (features; label: same object),
