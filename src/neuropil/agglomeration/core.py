@@ -136,10 +136,15 @@ def agglomeration(
 
 def _histograms(contacts: graph.Contacts, bins: int) -> NDArray[np.float64]:
     """(n_edges, bins) histogram of contact affinities, binned like waterz's ``discretize``."""
-    level = np.clip((contacts.value * bins).astype(np.int64), 0, bins - 1)
-    level[~(contacts.value > 0)] = 0
-    counts = np.bincount(contacts.edge * bins + level, minlength=contacts.n_edges * bins)
+    counts = np.bincount(contacts.edge * bins + _histogram_levels(contacts.value, bins), minlength=contacts.n_edges * bins)
     return counts.reshape(contacts.n_edges, bins).astype(np.float64)
+
+
+def _histogram_levels(values: NDArray[np.float32], bins: int) -> NDArray[np.int64]:
+    """The histogram bin of each affinity, as waterz's ``discretize`` (non-positive values in bin 0)."""
+    level = np.clip((values * bins).astype(np.int64), 0, bins - 1)
+    level[~(values > 0)] = 0
+    return level
 
 
 def agglomerate(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from neuropil.cli.predict import add_blockwise_arguments
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -33,6 +35,8 @@ def add_parser(subparsers) -> None:
         metavar="A",
         help="the watershed (without --fragments) floods only affinities above A (0: any positive affinity)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (with --block)")
+    add_blockwise_arguments(parser, workers_default="one per core")
     parser.set_defaults(run=run)
 
 
@@ -56,6 +60,18 @@ def run(args: argparse.Namespace) -> int:
     from neuropil.errors import NeuropilError
     from neuropil.watershed import fragments, fragments_from_boundaries
 
+    if args.block:
+        from neuropil.blockwise import segment_blockwise
+
+        if args.model or args.image:
+            raise NeuropilError("--block runs the mean and quantile methods; --model and --image are for learned")
+        segment_blockwise(
+            args.input, output_addresses(args.output, args.threshold), thresholds=args.threshold,
+            fragments=args.fragments, method=args.method, quantile=args.quantile, block_shape=args.block,
+            flood_threshold=args.flood_threshold, scheduler=args.scheduler, num_workers=args.workers,
+            progress=not args.no_progress,
+        )
+        return 0
     volume = read_volume(args.input)
     if args.fragments:
         fragment_ids = read_volume(args.fragments)
