@@ -2,7 +2,8 @@
 
 The same protocol as ``benchmarks/agglomeration.py`` (train on the train volume, choose the
 threshold by VOI on it, score the test volume), repeated for each seed of the forest, on
-fib-gala with and without the image channel and on snemi-mini. One table.
+fib-gala with and without the image channel (with the shipped fragments, and with fragments
+from neuropil's watershed of the same p1 maps) and on snemi-mini. One table.
 
     PYTHONPATH=src python benchmarks/learned_seeds.py [--data ../shared/data] [--seeds 0 1 2 3 4]
 """
@@ -13,7 +14,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from agglomeration import THRESHOLDS, fib_gala, snemi_mini
+from agglomeration import THRESHOLDS, fib_gala, own_fragments, snemi_mini
 
 from neuropil.agglomeration import agglomerate
 from neuropil.agglomeration.learned import train
@@ -36,6 +37,8 @@ def main():
     cases = [
         ("fib-gala", "learned + image", fib_gala(args.data / "fib-gala"), True),
         ("fib-gala", "learned", fib_gala(args.data / "fib-gala"), False),
+        ("fib-gala, own fragments", "learned + image", own_fragments(fib_gala(args.data / "fib-gala")), True),
+        ("fib-gala, own fragments", "learned", own_fragments(fib_gala(args.data / "fib-gala")), False),
         ("snemi-mini", "learned", snemi_mini(args.data / "snemi-mini"), False),
     ]
     print("| data | method | seed | thr (train) | VOI | best thr | VOI |")

@@ -88,15 +88,15 @@ def test_boundary_map_fragments_follow_boundaries():
     assert len(np.unique(result[:, :, :8])) == 1
     assert len(np.unique(result[:, :, 9:])) == 1
     assert result[0, 0, 0] != result[0, 0, 15]
+    # the default floods every positive affinity: the membrane sheet joins a side
+    default, _ = fragments_from_boundaries(boundaries, min_size=0)
+    np.testing.assert_array_equal(default, result)
     # above a flood threshold the membrane sheet stays out of both sides
-    result, max_id = fragments_from_boundaries(boundaries)
+    result, max_id = fragments_from_boundaries(boundaries, flood_threshold=0.5)
     assert len(np.unique(result[:, :, :8])) == 1
     assert len(np.unique(result[:, :, 9:])) == 1
     assert result[0, 0, 0] != result[0, 0, 15]
     assert not set(np.unique(result[:, :, 8])) & {result[0, 0, 0], result[0, 0, 15]}
-    assert len(np.unique(result[:, :, :8])) == 1
-    assert len(np.unique(result[:, :, 9:])) == 1
-    assert result[0, 0, 0] != result[0, 0, 15]
 
 
 def test_affinities_from_boundaries_take_the_larger_boundary_value():

@@ -266,7 +266,6 @@ def _finish(output: _Output, voxel_size: Sequence[float] | None, attributes: dic
     _swap_in(output.partial, output.final)
 
 
-@functools.lru_cache(maxsize=8)
 def _open_array(path: str):
     import zarr
 
@@ -437,13 +436,13 @@ class _Source(NamedTuple):
         local = zarr.open_array(self.local, mode="r")
         out = np.zeros(tuple(r.stop - r.start for r in region), dtype=np.uint64)
         # a region may span blocks (a face layer belongs to the block before)
-        for block in blocks(self.shape, self.block_shape):
-            overlap = tuple(slice(max(w.start, r.start), min(w.stop, r.stop)) for w, r in zip(block.write, region))
-            if any(o.start >= o.stop for o in overlap):
-                continue
+        grid = [range(r.start // b, (r.stop - 1) // b + 1) for r, b in zip(region, self.block_shape)]
+        for index in itertools.product(*grid):
+            write = tuple(slice(i * b, min((i + 1) * b, s)) for i, b, s in zip(index, self.block_shape, self.shape))
+            overlap = tuple(slice(max(w.start, r.start), min(w.stop, r.stop)) for w, r in zip(write, region))
             ids = np.asarray(local[overlap]).astype(np.uint64)
             target = tuple(slice(o.start - r.start, o.stop - r.start) for o, r in zip(overlap, region))
-            out[target] = np.where(ids > 0, ids + np.uint64(offsets[block.index]), 0)
+            out[target] = np.where(ids > 0, ids + np.uint64(offsets[index]), 0)
         return out
 
 
@@ -462,7 +461,8 @@ def _watershed_block(block: Block, *, source: _Source, threshold, flood_threshol
 
     values = source.values[(slice(0, 3), *block.write)] if source.values.ndim == 4 else source.values[block.write]
     make = fragments_from_boundaries if values.ndim == 3 else fragments
-    ids, n = make(values, threshold=threshold, flood_threshold=flood_threshold, min_size=min_size)
+    flood = {} if flood_threshold is None else {"flood_threshold": flood_threshold}
+    ids, n = make(values, threshold=threshold, min_size=min_size, **flood)
     _open_array(source.local)[block.write] = ids
     return int(n)
 
@@ -517,14 +517,16 @@ def _edge_table(u: NDArray[np.uint64], v: NDArray[np.uint64], values: NDArray[np
 
 def _relabel_block(block: Block, *, source: _Source, offsets, mapping: str, partials: list[str]) -> None:
     """Write one block of each threshold's segmentation: every fragment id becomes its segment's."""
-    stored = np.load(mapping, mmap_mode="r")
-    ids = np.asarray(stored["ids"])
+    # memory-mapped: a block reads only the pages of the ids it holds
+    ids = np.load(Path(mapping) / "ids.npy", mmap_mode="r")
+    table = np.load(Path(mapping) / "segments.npy", mmap_mode="r")
     fragments = source.fragment_ids(block.write, offsets)
-    position = np.searchsorted(ids, fragments)
     inside = fragments > 0
+    present, inverse = np.unique(fragments[inside], return_inverse=True)
+    rows = table[:, np.searchsorted(ids, present)]
     for row, partial in enumerate(partials):
         segments = np.zeros(fragments.shape, dtype=np.uint64)
-        segments[inside] = np.asarray(stored["segments"][row])[position[inside]]
+        segments[inside] = rows[row][inverse.ravel()]
         _open_array(partial)[block.write] = segments
 
 
@@ -538,7 +540,7 @@ def segment_blockwise(
     quantile: int = 50,
     block_shape: Sequence[int] = DEFAULT_BLOCK_SHAPE,
     fragment_threshold: float = 0.5,
-    flood_threshold: float = 0.5,
+    flood_threshold: float | None = None,
     min_size: int = 20,
     scheduler: str | None = None,
     num_workers: int | None = None,
@@ -564,7 +566,9 @@ def segment_blockwise(
     quantile : percentile of the quantile method
     block_shape : (z, y, x) voxels per block
     fragment_threshold, flood_threshold, min_size : watershed options
-        (:func:`neuropil.watershed.fragments`' ``threshold``, ``flood_threshold``, ``min_size``)
+        (:func:`neuropil.watershed.fragments`' ``threshold``, ``flood_threshold``, ``min_size``);
+        the flood threshold defaults to the watershed's own for the input (0.5 for
+        affinities, 0 for a boundary map: :func:`neuropil.watershed.fragments_from_boundaries`)
     scheduler, num_workers : see :func:`run_blocks`; default processes (the numba
         kernels hold the GIL), one per core
 
@@ -642,9 +646,11 @@ def segment_blockwise(
     run(functools.partial(_edges_block, source=source, offsets=offsets, tables=str(tables), bins=bins),
         all_blocks, work / "edges-done", description="region graph")
     ids, segments = _agglomerate_tables([tables / f"{b.name}.npz" for b in all_blocks], method, quantile, thresholds)
-    mapping = work / "mapping.npz"
-    np.savez(work / "mapping.partial.npz", ids=ids, segments=segments)
-    os.replace(work / "mapping.partial.npz", mapping)
+    mapping = work / "mapping"
+    mapping.mkdir(exist_ok=True)
+    for name, array in (("ids", ids), ("segments", segments)):
+        np.save(mapping / f"{name}.partial.npy", array)
+        os.replace(mapping / f"{name}.partial.npy", mapping / f"{name}.npy")
     run(functools.partial(_relabel_block, source=source, offsets=offsets, mapping=str(mapping),
                           partials=[str(t.partial) for t in targets]),
         all_blocks, work / "relabel", description="segments")

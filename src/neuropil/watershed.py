@@ -107,7 +107,7 @@ def fragments_from_boundaries(
     boundaries: NDArray,
     *,
     threshold: float = 0.5,
-    flood_threshold: float = 0.5,
+    flood_threshold: float = 0.0,
     min_size: int = 20,
     mask: NDArray | None = None,
     voxel_size: tuple[float, ...] | None = None,
@@ -119,6 +119,13 @@ def fragments_from_boundaries(
     voxel watershed), and goes to :func:`fragments` with the same options. A
     boundary value of 1 is a sure boundary but not a wall: its affinities are
     raised to a tiny positive value so that every boundary voxel joins a fragment.
+
+    The flood crosses every positive affinity by default (``flood_threshold=0``),
+    unlike :func:`fragments`' 0.5: in a voxel boundary map a membrane is voxels
+    whose affinities to all their neighbours are low, so a flood threshold leaves
+    whole membranes out of the flood, as fragments of their own or merged into
+    either side by size. On fib-gala's p1 maps that made mean agglomeration's best
+    VOI 0.77 (train volume) and 1.23 (test volume) instead of 0.23 and 0.47.
 
     Parameters
     ----------

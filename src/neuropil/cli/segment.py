@@ -31,9 +31,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--flood-threshold",
         type=float,
-        default=0.5,
         metavar="A",
-        help="the watershed (without --fragments) floods only affinities above A (0: any positive affinity)",
+        help="the watershed (without --fragments) floods only affinities above A "
+             "(default: 0.5 for affinities, 0 = any positive affinity for a boundary map)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (with --block)")
     add_blockwise_arguments(parser, workers_default="one per core")
@@ -72,13 +72,14 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         return 0
+    flood = {} if args.flood_threshold is None else {"flood_threshold": args.flood_threshold}
     volume = read_volume(args.input)
     if args.fragments:
         fragment_ids = read_volume(args.fragments)
     elif volume.ndim == 3:
-        fragment_ids, _ = fragments_from_boundaries(volume, flood_threshold=args.flood_threshold)
+        fragment_ids, _ = fragments_from_boundaries(volume, **flood)
     else:
-        fragment_ids, _ = fragments(volume, flood_threshold=args.flood_threshold)
+        fragment_ids, _ = fragments(volume, **flood)
     model = None
     if args.method == "learned":
         if not args.model:
