@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from neuropil.agglomeration import graph
 from neuropil.errors import NeuropilError
 
 logger = logging.getLogger(__name__)
@@ -408,6 +409,8 @@ class _Source(NamedTuple):
     local: str | None
     """zarr array of each block's own watershed ids (1..n per block), when fragments are computed."""
     block_shape: tuple[int, ...]
+    offsets: str | None = None
+    """``.npy`` file of the block grid's id offsets (the fragments of the blocks before each)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -427,13 +430,15 @@ class _Source(NamedTuple):
         affinities = as_affinities(self.values[grown])
         return affinities[(slice(None), *(slice(r.start - g.start, None) for r, g in zip(region, grown)))]
 
-    def fragment_ids(self, region: tuple[slice, ...], offsets: dict | None) -> NDArray[np.uint64]:
-        """Fragment ids of a region, unique over the volume (``offsets``: the first id of each block, by index)."""
+    def fragment_ids(self, region: tuple[slice, ...]) -> NDArray[np.uint64]:
+        """Fragment ids of a region, unique over the volume."""
         if self.fragments is not None:
-            return _check_ids(self.fragments[region])
+            ids = self.fragments[region]
+            return graph.check_fragments(ids, ids.shape).astype(np.uint64, copy=False)
         import zarr
 
         local = zarr.open_array(self.local, mode="r")
+        offsets = np.load(self.offsets, mmap_mode="r")
         out = np.zeros(tuple(r.stop - r.start for r in region), dtype=np.uint64)
         # a region may span blocks (a face layer belongs to the block before)
         grid = [range(r.start // b, (r.stop - 1) // b + 1) for r, b in zip(region, self.block_shape)]
@@ -444,15 +449,6 @@ class _Source(NamedTuple):
             target = tuple(slice(o.start - r.start, o.stop - r.start) for o, r in zip(overlap, region))
             out[target] = np.where(ids > 0, ids + np.uint64(offsets[index]), 0)
         return out
-
-
-def _check_ids(fragments: NDArray) -> NDArray[np.uint64]:
-    fragments = np.asarray(fragments)
-    if not np.issubdtype(fragments.dtype, np.integer):
-        raise NeuropilError(f"fragments must be integer ids, not {fragments.dtype}")
-    if np.issubdtype(fragments.dtype, np.signedinteger) and fragments.size and fragments.min() < 0:
-        raise NeuropilError("fragments contain negative ids")
-    return fragments.astype(np.uint64, copy=False)
 
 
 def _watershed_block(block: Block, *, source: _Source, threshold, flood_threshold, min_size) -> int:
@@ -467,14 +463,14 @@ def _watershed_block(block: Block, *, source: _Source, threshold, flood_threshol
     return int(n)
 
 
-def _edges_block(block: Block, *, source: _Source, offsets, tables: str, bins: int) -> int:
+def _edges_block(block: Block, *, source: _Source, tables: str, bins: int) -> int:
     """Sum the contact statistics of one block (its own voxels, and across its lower faces) to a table file.
 
     Channel ``c`` at voxel ``p`` relates ``p`` and ``p - e_c``; each contact belongs to
     the block holding ``p``, so every contact of the volume is counted once.
     """
     region = block.read([(1, 0)] * 3, source.shape)
-    ids = source.fragment_ids(region, offsets)
+    ids = source.fragment_ids(region)
     affinities = source.affinities(block.write)
     lower = tuple(w.start - r.start for w, r in zip(block.write, region))
     here = ids[tuple(slice(low, None) for low in lower)]
@@ -515,12 +511,12 @@ def _edge_table(u: NDArray[np.uint64], v: NDArray[np.uint64], values: NDArray[np
     return table
 
 
-def _relabel_block(block: Block, *, source: _Source, offsets, mapping: str, partials: list[str]) -> None:
+def _relabel_block(block: Block, *, source: _Source, mapping: str, partials: list[str]) -> None:
     """Write one block of each threshold's segmentation: every fragment id becomes its segment's."""
     # memory-mapped: a block reads only the pages of the ids it holds
     ids = np.load(Path(mapping) / "ids.npy", mmap_mode="r")
     table = np.load(Path(mapping) / "segments.npy", mmap_mode="r")
-    fragments = source.fragment_ids(block.write, offsets)
+    fragments = source.fragment_ids(block.write)
     inside = fragments > 0
     present, inverse = np.unique(fragments[inside], return_inverse=True)
     rows = table[:, np.searchsorted(ids, present)]
@@ -631,7 +627,6 @@ def segment_blockwise(
         given.close()
     run = functools.partial(run_blocks, scheduler=scheduler or _active_client() or "processes",
                             num_workers=num_workers, progress=progress)
-    offsets = None
     if given is None:
         counts = run(
             functools.partial(_watershed_block, source=source, threshold=fragment_threshold,
@@ -639,11 +634,15 @@ def segment_blockwise(
             all_blocks, work / "watershed", description="fragments",
         )
         starts = np.concatenate([[0], np.cumsum([counts[b.index] for b in all_blocks])[:-1]])
-        offsets = {b.index: int(s) for b, s in zip(all_blocks, starts)}
+        grid = tuple(max(b.index[axis] for b in all_blocks) + 1 for axis in range(3))
+        offsets = work / "offsets.npy"
+        np.save(work / "offsets.partial.npy", starts.astype(np.int64).reshape(grid))  # blocks are in C order
+        os.replace(work / "offsets.partial.npy", offsets)
+        source = source._replace(offsets=str(offsets))
     tables = work / "edges"
     tables.mkdir(exist_ok=True)
     bins = HISTOGRAM_BINS if method == "quantile" else 0
-    run(functools.partial(_edges_block, source=source, offsets=offsets, tables=str(tables), bins=bins),
+    run(functools.partial(_edges_block, source=source, tables=str(tables), bins=bins),
         all_blocks, work / "edges-done", description="region graph")
     ids, segments = _agglomerate_tables([tables / f"{b.name}.npz" for b in all_blocks], method, quantile, thresholds)
     mapping = work / "mapping"
@@ -651,7 +650,7 @@ def segment_blockwise(
     for name, array in (("ids", ids), ("segments", segments)):
         np.save(mapping / f"{name}.partial.npy", array)
         os.replace(mapping / f"{name}.partial.npy", mapping / f"{name}.npy")
-    run(functools.partial(_relabel_block, source=source, offsets=offsets, mapping=str(mapping),
+    run(functools.partial(_relabel_block, source=source, mapping=str(mapping),
                           partials=[str(t.partial) for t in targets]),
         all_blocks, work / "relabel", description="segments")
     for target, threshold in zip(targets, thresholds):
