@@ -8,6 +8,7 @@ import zarr
 
 from neuropil import blockwise
 from neuropil.agglomeration import agglomerate
+from neuropil.agglomeration.learned import train
 from neuropil.blockwise import blocks, predict_blockwise, run_blocks, segment_blockwise
 from neuropil.cli import main
 from neuropil.data.io import read_volume, write_volume
@@ -115,11 +116,16 @@ def volumes(tmp_path_factory):
     fragments[fragments == 3] = 0
     affinities = rng.random((3, 12, 40, 30)).astype(np.float32)
     boundaries = rng.random((12, 40, 30)).astype(np.float32)
+    # ground truth that groups the fragments, and an image that differs between its objects
+    truth = np.where(fragments > 0, fragments % 7 + 1, 0).astype(np.uint64)
+    image = (rng.integers(0, 60, size=fragments.shape) + 25 * (truth % 4)).astype(np.uint8)
     folder = tmp_path_factory.mktemp("volumes")
     write_volume(f"{folder / 'in.zarr'}/affinities", affinities)
+    write_volume(f"{folder / 'in.zarr'}/image", image)
     write_volume(f"{folder / 'in.zarr'}/boundaries", boundaries)
     write_volume(f"{folder / 'in.zarr'}/fragments", fragments)
-    return {"folder": folder, "affinities": affinities, "boundaries": boundaries, "fragments": fragments}
+    return {"folder": folder, "affinities": affinities, "boundaries": boundaries, "fragments": fragments,
+            "truth": truth, "image": image}
 
 
 @pytest.mark.parametrize("method", ["mean", "quantile"])
@@ -134,6 +140,24 @@ def test_blockwise_segmentation_equals_in_memory_agglomeration(tmp_path, volumes
     for output, segmentation in zip(outputs, expected):
         np.testing.assert_array_equal(read_volume(output), segmentation)
     assert len(np.unique(expected[0])) > len(np.unique(expected[-1])) > 1  # the thresholds matter
+
+
+@pytest.mark.parametrize("channel", ["affinities", "boundaries"])
+@pytest.mark.parametrize("with_image", [False, True])
+def test_blockwise_learned_agglomeration_equals_in_memory(tmp_path, volumes, channel, with_image):
+    folder = volumes["folder"] / "in.zarr"
+    image = volumes["image"] if with_image else None
+    model = train(volumes[channel], volumes["fragments"], volumes["truth"], image=image, epochs=2, n_estimators=10)
+    thresholds = [0.2, 0.5, 0.8]
+    outputs = [f"{tmp_path / 'out.zarr'}/t{t}" for t in thresholds]
+    segment_blockwise(f"{folder}/{channel}", outputs, thresholds=thresholds, fragments=f"{folder}/fragments",
+                      method="learned", model=model, image=f"{folder}/image" if with_image else None,
+                      block_shape=BLOCK, scheduler="synchronous", progress=False)
+    expected = agglomerate(volumes[channel], volumes["fragments"], method="learned", model=model, image=image,
+                           thresholds=thresholds)
+    for output, segmentation in zip(outputs, expected):
+        np.testing.assert_array_equal(read_volume(output), segmentation)
+    assert len(np.unique(expected[0])) > len(np.unique(expected[-1])) > 1
 
 
 def test_blockwise_fragments_are_unique_across_blocks_and_merge_back(tmp_path, volumes):
@@ -198,8 +222,14 @@ def test_blockwise_segmentation_in_worker_processes_and_cli(tmp_path, volumes):
 def test_blockwise_segmentation_bad_input(tmp_path, volumes, capsys):
     folder = volumes["folder"] / "in.zarr"
     out = f"{tmp_path / 'out.zarr'}/segmentation"
-    with pytest.raises(NeuropilError, match="supports mean, quantile, not 'learned'"):
+    with pytest.raises(NeuropilError, match="supports mean, quantile, learned, not 'mutex'"):
+        segment_blockwise(f"{folder}/affinities", [out], method="mutex")
+    with pytest.raises(NeuropilError, match="needs a trained model"):
         segment_blockwise(f"{folder}/affinities", [out], method="learned")
+    model = train(volumes["affinities"], volumes["fragments"], volumes["truth"], image=volumes["image"], epochs=1,
+                  n_estimators=2)
+    with pytest.raises(NeuropilError, match="give the image too"):
+        segment_blockwise(f"{folder}/affinities", [out], method="learned", model=model)
     with pytest.raises(NeuropilError, match="one output per threshold"):
         segment_blockwise(f"{folder}/affinities", [out], thresholds=[0.1, 0.2])
     write_volume(f"{tmp_path / 'in.zarr'}/small", volumes["fragments"][:4])

@@ -395,7 +395,7 @@ def _modified(path: str) -> float:
 
 # ----------------------------------------------------------------------------- segmentation
 
-BLOCKWISE_METHODS = ("mean", "quantile")
+BLOCKWISE_METHODS = ("mean", "quantile", "learned")
 """Agglomeration methods whose statistics the blocks sum (see :func:`segment_blockwise`)."""
 
 
@@ -411,6 +411,8 @@ class _Source(NamedTuple):
     block_shape: tuple[int, ...]
     offsets: str | None = None
     """``.npy`` file of the block grid's id offsets (the fragments of the blocks before each)."""
+    image: Any = None
+    """Volume of the raw image, for a learned classifier trained with one."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -429,6 +431,32 @@ class _Source(NamedTuple):
         grown = tuple(slice(max(r.start - 1, 0), r.stop) for r in region)
         affinities = as_affinities(self.values[grown])
         return affinities[(slice(None), *(slice(r.start - g.start, None) for r, g in zip(region, grown)))]
+
+    def image_pairs(self, region: tuple[slice, ...]) -> NDArray[np.float32]:
+        """(3, z, y, x) image pair values ``1 - mean`` of a region's voxel pairs, exact at its lower faces."""
+        from neuropil.agglomeration.learned import image_values
+        from neuropil.watershed import affinities_from_boundaries
+
+        grown = tuple(slice(max(r.start - 1, 0), r.stop) for r in region)
+        image = self.image[grown]
+        pairs = affinities_from_boundaries(image_values(image, image.shape), combine="mean")
+        return pairs[(slice(None), *(slice(r.start - g.start, None) for r, g in zip(region, grown)))]
+
+    def voxel_boundaries(self, region: tuple[slice, ...]) -> NDArray[np.float32]:
+        """Boundary value of each voxel of a region: the boundary map, or 1 - the mean affinity to its neighbours.
+
+        The mean reaches one voxel beyond the region on each side, so it equals the
+        whole volume's (:func:`neuropil.agglomeration.learned.voxel_boundaries`).
+        """
+        from neuropil.agglomeration.core import as_affinities
+        from neuropil.agglomeration.learned import voxel_boundaries
+
+        if self.values.ndim == 3:
+            return voxel_boundaries(self.values[region], None)
+        grown = tuple(slice(max(r.start - 1, 0), min(r.stop + 1, s)) for r, s in zip(region, self.shape))
+        affinities = self.values[(slice(0, 3), *grown)]
+        boundary = voxel_boundaries(affinities, as_affinities(affinities))
+        return boundary[tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(region, grown))]
 
     def fragment_ids(self, region: tuple[slice, ...]) -> NDArray[np.uint64]:
         """Fragment ids of a region, unique over the volume."""
@@ -463,52 +491,81 @@ def _watershed_block(block: Block, *, source: _Source, threshold, flood_threshol
     return int(n)
 
 
-def _edges_block(block: Block, *, source: _Source, tables: str, bins: int) -> int:
-    """Sum the contact statistics of one block (its own voxels, and across its lower faces) to a table file.
+def _edges_block(block: Block, *, source: _Source, tables: str, method: str, n_bins: int) -> int:
+    """Sum the statistics of one block's contacts (and, for ``learned``, its fragments) to a table file.
 
     Channel ``c`` at voxel ``p`` relates ``p`` and ``p - e_c``; each contact belongs to
-    the block holding ``p``, so every contact of the volume is counted once.
+    the block holding ``p`` (its own voxels and across its lower faces), so every
+    contact of the volume is counted once. The statistics are the ones the in-memory
+    method sums (see :func:`_edge_table`); sums over blocks are sums over the volume.
     """
     region = block.read([(1, 0)] * 3, source.shape)
     ids = source.fragment_ids(region)
     affinities = source.affinities(block.write)
+    images = source.image_pairs(block.write) if source.image is not None else None
     lower = tuple(w.start - r.start for w, r in zip(block.write, region))
     here = ids[tuple(slice(low, None) for low in lower)]
-    first, second, values = [], [], []
+    first, second, values, across = [], [], [], []
     for axis in range(3):
         # voxels on the volume's first layer along the axis have no neighbour before them
         keep = (slice(None),) * axis + (slice(1 - lower[axis], None),)
         before = ids[tuple(slice(0, ids.shape[a] - 1) if a == axis else slice(lower[a], None) for a in range(3))]
-        a, value = here[keep], affinities[axis][keep]
+        a = here[keep]
         touching = (a != before) & (a > 0) & (before > 0)
         first.append(np.minimum(a, before)[touching])
         second.append(np.maximum(a, before)[touching])
-        values.append(value[touching])
-    table = _edge_table(np.concatenate(first), np.concatenate(second), np.concatenate(values), bins)
+        values.append(affinities[axis][keep][touching])
+        if images is not None:
+            across.append(images[axis][keep][touching])
+    pairs, edge = _pairs(np.concatenate(first), np.concatenate(second))
+    table = {"u": pairs[:, 0], "v": pairs[:, 1]}
+    table["edge_stats"] = _edge_table(edge, pairs.shape[0], np.concatenate(values),
+                                      np.concatenate(across) if images is not None else None, method, n_bins)
     present = np.unique(here)
+    table["ids"] = present[present > 0]
+    if method == "learned":
+        from neuropil.agglomeration import learned
+
+        node = np.searchsorted(table["ids"], here).astype(np.int64)
+        node[here == 0] = -1
+        image = None
+        if source.image is not None:
+            image = learned.image_values(source.image[block.write], here.shape)
+        table["node_stats"] = learned.node_statistics(
+            node, source.voxel_boundaries(block.write), table["ids"].size, image=image,
+            origin=tuple(w.start for w in block.write),
+        )
     path = Path(tables) / f"{block.name}.npz"
     temporary = path.with_name(path.name + ".partial.npz")
-    np.savez(temporary, ids=present[present > 0], **table)
+    np.savez(temporary, **table)
     os.replace(temporary, path)
     return int(table["u"].size)
 
 
-def _edge_table(u: NDArray[np.uint64], v: NDArray[np.uint64], values: NDArray[np.float32], bins: int) -> dict:
-    """Per fragment pair ``u < v``: contact count, affinity sum and (``bins`` > 0) affinity histogram."""
-    from neuropil.agglomeration.core import _histogram_levels
+def _pairs(u: NDArray[np.uint64], v: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+    """Distinct ``(u, v)`` rows, sorted, and the row of each pair."""
+    pairs, edge = np.unique(np.stack([u, v], axis=1).reshape(-1, 2), axis=0, return_inverse=True)
+    return pairs.reshape(-1, 2), edge.ravel()
 
-    pairs, edge = np.unique(np.stack([u, v], axis=1), axis=0, return_inverse=True)
-    edge = edge.ravel()
-    n = pairs.shape[0]
-    table = {
-        "u": pairs[:, 0],
-        "v": pairs[:, 1],
-        "count": np.bincount(edge, minlength=n).astype(np.float64),
-        "sum": np.bincount(edge, weights=values, minlength=n),
-    }
-    if bins:
-        table["histogram"] = np.bincount(edge * bins + _histogram_levels(values, bins), minlength=n * bins).reshape(n, bins)
-    return table
+
+def _edge_table(edge, n_edges, values, across, method: str, n_bins: int) -> NDArray[np.float64]:
+    """(n_edges, k) the additive edge statistics the method's scores read, from per-contact values.
+
+    mean: affinity sum and contact count; quantile: the affinity histogram in
+    waterz's 256 bins; learned: :func:`neuropil.agglomeration.learned.edge_statistics`.
+    """
+    from neuropil.agglomeration.core import HISTOGRAM_BINS, _histogram_levels
+
+    if method == "mean":
+        return np.stack([np.bincount(edge, weights=values, minlength=n_edges),
+                         np.bincount(edge, minlength=n_edges).astype(np.float64)], axis=1)
+    if method == "quantile":
+        levels = _histogram_levels(values, HISTOGRAM_BINS)
+        counts = np.bincount(edge * HISTOGRAM_BINS + levels, minlength=n_edges * HISTOGRAM_BINS)
+        return counts.reshape(n_edges, HISTOGRAM_BINS).astype(np.float64)
+    from neuropil.agglomeration import learned
+
+    return learned.edge_statistics(edge, values, n_edges, n_bins, across)
 
 
 def _relabel_block(block: Block, *, source: _Source, mapping: str, partials: list[str]) -> None:
@@ -534,6 +591,8 @@ def segment_blockwise(
     fragments: str | None = None,
     method: str = "mean",
     quantile: int = 50,
+    model=None,
+    image: str | None = None,
     block_shape: Sequence[int] = DEFAULT_BLOCK_SHAPE,
     fragment_threshold: float = 0.5,
     flood_threshold: float | None = None,
@@ -558,8 +617,12 @@ def segment_blockwise(
     outputs : zarr addresses ``dir.zarr/key``, one per threshold
     thresholds : merge thresholds (see :func:`neuropil.agglomeration.agglomerate`)
     fragments : address of fragment ids; default: a watershed of each block
-    method : {"mean", "quantile"}
+    method : {"mean", "quantile", "learned"}
     quantile : percentile of the quantile method
+    model : neuropil.agglomeration.learned.MergeClassifier
+        The learned method's classifier; its node statistics (sizes, coordinate
+        moments, image sums) are summed over blocks like the edges'.
+    image : address of the raw image, for a classifier trained with one
     block_shape : (z, y, x) voxels per block
     fragment_threshold, flood_threshold, min_size : watershed options
         (:func:`neuropil.watershed.fragments`' ``threshold``, ``flood_threshold``, ``min_size``);
@@ -575,15 +638,20 @@ def segment_blockwise(
     """
     import zarr
 
-    from neuropil.agglomeration import merge
-    from neuropil.agglomeration.core import HISTOGRAM_BINS
     from neuropil.data.io import open_volume
 
     if method not in BLOCKWISE_METHODS:
         raise NeuropilError(
             f"blockwise segmentation supports {', '.join(BLOCKWISE_METHODS)}, not {method!r} "
-            "(learned and mutex run in memory: neuropil segment without --block)"
+            "(mutex runs in memory: neuropil segment without --block)"
         )
+    if method == "learned" and model is None:
+        raise NeuropilError("the learned method needs a trained model (model=..., --model)")
+    if method != "learned" and (model is not None or image is not None):
+        raise NeuropilError(f"a model and an image are for the learned method, not {method!r}")
+    if model is not None and model.image != (image is not None):
+        raise NeuropilError("the classifier was trained with the image channel: give the image too" if model.image
+                            else "an image was given, but the classifier was trained without the image channel")
     thresholds = [float(t) for t in thresholds]
     if not thresholds or len(thresholds) != len(outputs):
         raise NeuropilError(f"need one output per threshold, got {len(outputs)} outputs for {len(thresholds)} thresholds")
@@ -601,6 +669,11 @@ def segment_blockwise(
         given = open_volume(fragments)
         if tuple(given.shape) != shape:
             raise NeuropilError(f"{fragments}: fragments shape {given.shape} does not match the input's {shape}")
+    raw = None
+    if image is not None:
+        raw = open_volume(image)
+        if tuple(raw.shape) != shape:
+            raise NeuropilError(f"{image}: image shape {raw.shape} does not match the input's {shape}")
     if len(block_shape) != 3 or any(int(b) < 1 for b in block_shape):
         raise NeuropilError(f"block shape needs 3 positive values (z y x), got {tuple(block_shape)}")
     block_shape = tuple(int(b) for b in block_shape)
@@ -609,6 +682,7 @@ def segment_blockwise(
     settings = _settings(
         job="segment", input=str(values.address), fragments=None if given is None else str(given.address),
         method=method, quantile=quantile, thresholds=thresholds, outputs=[str(t.final) for t in targets],
+        model=None if model is None else _digest(model.forest), image=None if raw is None else str(raw.address),
         block_shape=block_shape, watershed=[fragment_threshold, flood_threshold, min_size],
     )
     kept = [_prepare(target, settings, shape, block_shape, np.uint64) for target in targets]
@@ -621,10 +695,10 @@ def segment_blockwise(
         if not Path(local).is_dir():
             zarr.open_array(local, mode="w", shape=shape, chunks=block_shape, dtype=np.uint64, fill_value=0,
                             config={"write_empty_chunks": True})
-    source = _Source(values, given, local, block_shape)
-    values.close()
-    if given is not None:
-        given.close()
+    source = _Source(values, given, local, block_shape, image=raw)
+    for volume in (values, given, raw):
+        if volume is not None:
+            volume.close()
     run = functools.partial(run_blocks, scheduler=scheduler or _active_client() or "processes",
                             num_workers=num_workers, progress=progress)
     if given is None:
@@ -641,10 +715,12 @@ def segment_blockwise(
         source = source._replace(offsets=str(offsets))
     tables = work / "edges"
     tables.mkdir(exist_ok=True)
-    bins = HISTOGRAM_BINS if method == "quantile" else 0
-    run(functools.partial(_edges_block, source=source, tables=str(tables), bins=bins),
+    n_bins = model.n_bins if model is not None else 0
+    run(functools.partial(_edges_block, source=source, tables=str(tables), method=method, n_bins=n_bins),
         all_blocks, work / "edges-done", description="region graph")
-    ids, segments = _agglomerate_tables([tables / f"{b.name}.npz" for b in all_blocks], method, quantile, thresholds)
+    ids, segments = _agglomerate_tables(
+        [tables / f"{b.name}.npz" for b in all_blocks], method, thresholds, quantile=quantile, model=model
+    )
     mapping = work / "mapping"
     mapping.mkdir(exist_ok=True)
     for name, array in (("ids", ids), ("segments", segments)):
@@ -662,37 +738,56 @@ def segment_blockwise(
     return [str(t.final) for t in targets]
 
 
-def _agglomerate_tables(paths: Sequence[Path], method: str, quantile: int, thresholds: Sequence[float]):
-    """Sum the blocks' edge tables into one graph and agglomerate it.
+def _agglomerate_tables(paths: Sequence[Path], method: str, thresholds: Sequence[float], *, quantile: int, model):
+    """Sum the blocks' tables into one region adjacency graph and agglomerate it.
 
     Returns the sorted fragment ids (n,) and each threshold's segment id per fragment (t, n).
     """
-    from neuropil.agglomeration import merge
+    from neuropil.agglomeration import learned, merge
 
     parts = [dict(np.load(path)) for path in paths]
-    ids = np.unique(np.concatenate([p["ids"] for p in parts] + [np.zeros(0, np.uint64)])).astype(np.uint64)
-    u = np.concatenate([p["u"] for p in parts]).astype(np.uint64)
-    v = np.concatenate([p["v"] for p in parts]).astype(np.uint64)
+    ids, node_stats = _sum_by(
+        [p["ids"] for p in parts], [p.get("node_stats", np.zeros((p["ids"].size, 0))) for p in parts]
+    )
     n = max(ids.size, 1)
-    keys = np.searchsorted(ids, u).astype(np.int64) * n + np.searchsorted(ids, v).astype(np.int64)
-    edge_keys, edge = np.unique(keys, return_inverse=True)
-    n_edges = edge_keys.size
-    if method == "mean":
-        stats = np.stack([
-            np.bincount(edge, weights=np.concatenate([p["sum"] for p in parts]), minlength=n_edges),
-            np.bincount(edge, weights=np.concatenate([p["count"] for p in parts]), minlength=n_edges),
-        ], axis=1)
-        mode = merge.MEAN
-    else:
-        histogram = np.concatenate([p["histogram"] for p in parts]).astype(np.float64)
-        stats = np.zeros((n_edges, histogram.shape[1]))
-        np.add.at(stats, edge, histogram)
-        mode = merge.QUANTILE
-    logger.info("agglomerating %d fragments, %d edges", ids.size, n_edges)
+    keys = [np.searchsorted(ids, p["u"]).astype(np.int64) * n + np.searchsorted(ids, p["v"]) for p in parts]
+    edge_keys, edge_stats = _sum_by(keys, [p["edge_stats"] for p in parts])
+    u, v = edge_keys // n, edge_keys % n
+    mode = {"mean": merge.MEAN, "quantile": merge.QUANTILE, "learned": merge.LEARNED}[method]
+    forest, n_bins = merge.Forest.empty(), 0
+    if method == "learned":
+        surface = np.bincount(u, weights=edge_stats[:, 0], minlength=ids.size)
+        surface += np.bincount(v, weights=edge_stats[:, 0], minlength=ids.size)
+        node_stats = learned.with_surface(node_stats, surface)
+        forest, n_bins = model.forest, model.n_bins
+    logger.info("agglomerating %d fragments, %d edges", ids.size, edge_keys.size)
     kept, removed, score, _, _ = merge.merge_until(
-        ids.size, edge_keys // n, edge_keys % n, stats, np.zeros((ids.size, 0)), mode, int(quantile), 0,
-        merge.Forest.empty().packed(), float(max(thresholds)), np.zeros(0, dtype=np.int64),
+        ids.size, u, v, edge_stats, node_stats, mode, int(quantile), n_bins, forest.packed(),
+        float(max(thresholds)), np.zeros(0, dtype=np.int64),
     )
     history = merge.MergeHistory(kept, removed, score)
     segments = np.stack([ids[history.roots(ids.size, history.n_merges_below(t))] for t in thresholds])
     return ids, segments
+
+
+def _sum_by(keys: Sequence[NDArray], rows: Sequence[NDArray]) -> tuple[NDArray, NDArray[np.float64]]:
+    """Distinct keys (sorted) and the sum of the rows of each, over all the parts."""
+    keys = np.concatenate(list(keys) + [np.zeros(0, dtype=np.asarray(keys[0]).dtype if keys else np.int64)])
+    width = rows[0].shape[1] if rows else 0
+    rows = np.concatenate(list(rows) + [np.zeros((0, width))]).astype(np.float64)
+    order = np.argsort(keys, kind="stable")
+    keys, rows = keys[order], rows[order]
+    if keys.size == 0:
+        return keys, rows
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return keys[starts], np.add.reduceat(rows, starts, axis=0) if width else np.zeros((starts.size, 0))
+
+
+def _digest(forest) -> str:
+    """A short fingerprint of a classifier's trees (a changed model restarts a job)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in forest:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]

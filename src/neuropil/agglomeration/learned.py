@@ -245,47 +245,85 @@ def statistics(
         ``merge.IMAGE_HISTOGRAM`` bins over [0, 1]) over the voxels whose boundary
         value is below 0.5.
     """
-    boundary = 1.0 - contacts.value.astype(np.float64)
-    level = np.clip((boundary * n_bins).astype(np.int64), 0, n_bins - 1)
-    histogram = np.bincount(contacts.edge * n_bins + level, minlength=contacts.n_edges * n_bins)
-    edge_stats = np.empty((contacts.n_edges, 3 + n_bins), dtype=np.float64)
-    edge_stats[:, 0] = contacts.edge_sums()
-    edge_stats[:, 1] = contacts.edge_sums(boundary)
-    edge_stats[:, 2] = contacts.edge_sums(boundary**2)
-    edge_stats[:, 3:] = histogram.reshape(contacts.n_edges, n_bins)
-
     node3 = contacts.node.reshape((1,) * (3 - contacts.node.ndim) + contacts.node.shape)
-    value3 = np.ascontiguousarray(voxel_boundary, dtype=np.float32).reshape(node3.shape)
-    node_stats = _node_statistics(node3, value3, contacts.n_nodes)
+    across = None
+    if image is not None:
+        from neuropil.watershed import affinities_from_boundaries
+
+        image = image_values(image, contacts.node.shape)
+        # the same walk over voxel pairs as the contacts', so the values line up with them
+        across = graph.contact_values(contacts, affinities_from_boundaries(image, combine="mean"))
+    edge_stats = edge_statistics(contacts.edge, contacts.value, contacts.n_edges, n_bins, across)
+    node_stats = node_statistics(node3, voxel_boundary, contacts.n_nodes, image=image)
     surface = np.bincount(contacts.u, weights=edge_stats[:, 0], minlength=contacts.n_nodes)
     surface += np.bincount(contacts.v, weights=edge_stats[:, 0], minlength=contacts.n_nodes)
-    node_stats = np.concatenate([node_stats, surface[:, None]], axis=1)
-    if image is None:
-        return edge_stats, node_stats
-    from neuropil.watershed import affinities_from_boundaries
+    return edge_stats, with_surface(node_stats, surface)
 
-    image = image_values(image, contacts.node.shape)
-    # the same walk over voxel pairs as the contacts', so the values line up with them
-    pairs = affinities_from_boundaries(image, combine="mean")
-    across = 1.0 - graph.contact_values(contacts, pairs).astype(np.float64)
-    node = contacts.node.ravel()
-    inside = node >= 0
-    voxel_image = image.ravel()[inside].astype(np.float64)
-    edge_image = np.stack([contacts.edge_sums(across), contacts.edge_sums(across**2)], axis=1)
+
+def edge_statistics(
+    edge: NDArray[np.int64], value: NDArray[np.float32], n_edges: int, n_bins: int, across: NDArray | None = None
+) -> NDArray[np.float64]:
+    """The edge statistics of :func:`statistics` from per-contact values.
+
+    ``edge`` is each contact's edge index, ``value`` its affinity and ``across`` (with
+    an image channel) the image pair value ``1 - mean`` of its two voxels' images, as
+    :func:`neuropil.watershed.affinities_from_boundaries` gives it.
+    """
+    boundary = 1.0 - value.astype(np.float64)
+    level = np.clip((boundary * n_bins).astype(np.int64), 0, n_bins - 1)
+    histogram = np.bincount(edge * n_bins + level, minlength=n_edges * n_bins)
+    columns = [
+        np.bincount(edge, minlength=n_edges).astype(np.float64),
+        np.bincount(edge, weights=boundary, minlength=n_edges),
+        np.bincount(edge, weights=boundary**2, minlength=n_edges),
+    ]
+    stats = [np.stack(columns, axis=1), histogram.reshape(n_edges, n_bins).astype(np.float64)]
+    if across is not None:
+        image = 1.0 - np.asarray(across).astype(np.float64)
+        stats.append(np.stack([np.bincount(edge, weights=image, minlength=n_edges),
+                               np.bincount(edge, weights=image**2, minlength=n_edges)], axis=1))
+    return np.concatenate(stats, axis=1)
+
+
+def node_statistics(
+    node: NDArray[np.int64],
+    voxel_boundary: NDArray[np.float32],
+    n_nodes: int,
+    *,
+    image: NDArray[np.float32] | None = None,
+    origin: tuple[int, int, int] = (0, 0, 0),
+) -> NDArray[np.float64]:
+    """The node statistics of :func:`statistics` without the surface column.
+
+    ``node`` is a (z, y, x) array of node indices (-1: no fragment) whose voxel 0 lies
+    at ``origin`` in the volume (coordinate moments are of volume coordinates);
+    ``image`` is already scaled (:func:`image_values`).
+    """
+    value3 = np.ascontiguousarray(voxel_boundary, dtype=np.float32).reshape(node.shape)
+    stats = _node_statistics(node, value3, n_nodes, np.asarray(origin, dtype=np.int64))
+    if image is None:
+        return stats
+    flat = node.ravel()
+    inside = flat >= 0
+    voxel_image = np.asarray(image).ravel()[inside].astype(np.float64)
     node_image = np.stack(
         [
-            np.bincount(node[inside], weights=voxel_image, minlength=contacts.n_nodes),
-            np.bincount(node[inside], weights=voxel_image**2, minlength=contacts.n_nodes),
+            np.bincount(flat[inside], weights=voxel_image, minlength=n_nodes),
+            np.bincount(flat[inside], weights=voxel_image**2, minlength=n_nodes),
         ],
         axis=1,
     )
     # histogram of the image away from boundaries (the cytoplasm) in each region
     bins = merge.IMAGE_HISTOGRAM
-    interior = np.asarray(voxel_boundary).ravel()[inside] < 0.5
+    interior = value3.ravel()[inside] < 0.5
     level = np.clip((voxel_image[interior] * bins).astype(np.int64), 0, bins - 1)
-    histogram = np.bincount(node[inside][interior] * bins + level, minlength=contacts.n_nodes * bins)
-    node_image = np.concatenate([node_image, histogram.reshape(contacts.n_nodes, bins).astype(np.float64)], axis=1)
-    return np.concatenate([edge_stats, edge_image], axis=1), np.concatenate([node_stats, node_image], axis=1)
+    histogram = np.bincount(flat[inside][interior] * bins + level, minlength=n_nodes * bins)
+    return np.concatenate([stats, node_image, histogram.reshape(n_nodes, bins).astype(np.float64)], axis=1)
+
+
+def with_surface(node_stats: NDArray[np.float64], surface: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Node statistics with the surface (contact area with all other regions) in its column, :data:`merge.SURFACE`."""
+    return np.concatenate([node_stats[:, : merge.SURFACE], surface[:, None], node_stats[:, merge.SURFACE :]], axis=1)
 
 
 def image_values(image: NDArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
@@ -321,17 +359,23 @@ def merge_cost(features: NDArray, n_bins: int) -> NDArray[np.float64]:
 
 
 @numba.njit(cache=True)
-def _node_statistics(node, value, n_nodes):
-    """(n_nodes, 12) size, value sum and square sum, coordinate sums and second moments."""
+def _node_statistics(node, value, n_nodes, origin):
+    """(n_nodes, 12) size, value sum and square sum, coordinate sums and second moments.
+
+    Coordinates are those of the volume: voxel ``(i, j, k)`` of ``node`` is at ``origin + (i, j, k)``.
+    """
     stats = np.zeros((n_nodes, 12), dtype=np.float64)
     depth, height, width = node.shape
-    for z in range(depth):
-        for y in range(height):
-            for x in range(width):
-                n = node[z, y, x]
+    for i in range(depth):
+        z = i + origin[0]
+        for j in range(height):
+            y = j + origin[1]
+            for k in range(width):
+                x = k + origin[2]
+                n = node[i, j, k]
                 if n < 0:
                     continue
-                b = np.float64(value[z, y, x])
+                b = np.float64(value[i, j, k])
                 row = stats[n]
                 row[0] += 1.0
                 row[1] += b

@@ -60,16 +60,19 @@ def run(args: argparse.Namespace) -> int:
     from neuropil.errors import NeuropilError
     from neuropil.watershed import fragments, fragments_from_boundaries
 
+    model = None
+    if args.method == "learned":
+        if not args.model:
+            raise NeuropilError("--method learned needs --model (from `neuropil agglomeration train`)")
+        model = MergeClassifier.load(args.model)
     if args.block:
         from neuropil.blockwise import segment_blockwise
 
-        if args.model or args.image:
-            raise NeuropilError("--block runs the mean and quantile methods; --model and --image are for learned")
         segment_blockwise(
             args.input, output_addresses(args.output, args.threshold), thresholds=args.threshold,
-            fragments=args.fragments, method=args.method, quantile=args.quantile, block_shape=args.block,
-            flood_threshold=args.flood_threshold, scheduler=args.scheduler, num_workers=args.workers,
-            progress=not args.no_progress,
+            fragments=args.fragments, method=args.method, quantile=args.quantile, model=model, image=args.image,
+            block_shape=args.block, flood_threshold=args.flood_threshold, scheduler=args.scheduler,
+            num_workers=args.workers, progress=not args.no_progress,
         )
         return 0
     flood = {} if args.flood_threshold is None else {"flood_threshold": args.flood_threshold}
@@ -80,11 +83,6 @@ def run(args: argparse.Namespace) -> int:
         fragment_ids, _ = fragments_from_boundaries(volume, **flood)
     else:
         fragment_ids, _ = fragments(volume, **flood)
-    model = None
-    if args.method == "learned":
-        if not args.model:
-            raise NeuropilError("--method learned needs --model (from `neuropil agglomeration train`)")
-        model = MergeClassifier.load(args.model)
     results = agglomerate(
         volume,
         fragment_ids,
