@@ -131,3 +131,18 @@ def test_bad_affinities_raise_one_line_errors(array, message):
 def test_nan_boundaries_raise():
     with pytest.raises(NeuropilError, match="NaN"):
         fragments_from_boundaries(np.full((2, 4, 4), np.nan, dtype=np.float32))
+
+
+@pytest.mark.parametrize("voxel_size", [None, (29.0, 6.0, 6.0), (25.0, 13.0, 13.0)])
+def test_seed_distances_equal_scipy_distance_transform(voxel_size):
+    import edt
+    import scipy.ndimage
+
+    rng = np.random.default_rng(0)
+    interior = scipy.ndimage.gaussian_filter(rng.random((20, 40, 50)), 2) > 0.5
+    expected = scipy.ndimage.distance_transform_edt(interior, sampling=voxel_size).astype(np.float32)
+    distance = edt.edt(interior, anisotropy=voxel_size or (1.0, 1.0, 1.0), parallel=2).astype(np.float32)
+    np.testing.assert_array_equal(distance, expected)
+    flat = interior[0]
+    np.testing.assert_array_equal(edt.edt(np.ascontiguousarray(flat), anisotropy=(6.0, 6.0)).astype(np.float32),
+                                  scipy.ndimage.distance_transform_edt(flat, sampling=(6.0, 6.0)).astype(np.float32))

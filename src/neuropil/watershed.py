@@ -19,7 +19,9 @@ linkage clustering of a watershed basin graph. arXiv:1505.00249
 from __future__ import annotations
 
 import logging
+import os
 
+import edt
 import numba
 import numpy as np
 import scipy.ndimage
@@ -235,7 +237,16 @@ def _distance_transform_seeds(
     interior = _mean_affinity(affinities) > threshold
     if mask is not None:
         interior &= mask
-    distance = scipy.ndimage.distance_transform_edt(interior, sampling=voxel_size).astype(np.float32)
+    if interior.all():
+        # nothing to measure a distance to: edt gives inf everywhere (one seed across every
+        # object), scipy the distance from the first voxel (one seed, in a corner)
+        distance = scipy.ndimage.distance_transform_edt(interior, sampling=voxel_size).astype(np.float32)
+    else:
+        # seung-lab's edt: the same distances as scipy's distance_transform_edt (checked in the
+        # tests), 5-10x faster and without scipy's feature transform (3 int32 arrays)
+        anisotropy = tuple(float(v) for v in voxel_size) if voxel_size is not None else (1.0,) * interior.ndim
+        distance = edt.edt(np.ascontiguousarray(interior), anisotropy=anisotropy, parallel=os.cpu_count() or 1)
+        distance = distance.astype(np.float32, copy=False)
     # smoothing removes the many maxima that the distance transform's ridges have
     distance = scipy.ndimage.gaussian_filter(distance, sigma=1.0)
     maxima = (distance == scipy.ndimage.maximum_filter(distance, size=3)) & interior
