@@ -34,6 +34,7 @@ the SNEMI3D connectomics challenge. arXiv:1706.00120
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -103,6 +104,7 @@ def run_blocks(
     description: str,
     scheduler: str | None = None,
     num_workers: int | None = None,
+    pool=None,
     progress: bool = True,
 ) -> dict[tuple[int, ...], Any]:
     """Run ``function`` on every block not yet recorded as done in ``work``, with Dask.
@@ -125,6 +127,8 @@ def run_blocks(
         else threads.
     num_workers : int, optional
         Threads or processes of a local scheduler (default: Dask's, the CPU count).
+    pool : concurrent.futures.Executor, optional
+        The workers of a local scheduler, kept across several calls (see :func:`worker_pool`).
 
     Returns
     -------
@@ -161,7 +165,9 @@ def run_blocks(
     options: dict[str, Any] = {}
     chosen = scheduler or _active_client() or "threads"
     options["scheduler"] = chosen
-    if num_workers is not None and isinstance(chosen, str) and chosen != "synchronous":
+    if pool is not None:
+        options["pool"] = pool
+    elif num_workers is not None and isinstance(chosen, str) and chosen != "synchronous":
         options["num_workers"] = int(num_workers)
     try:
         with _Progress():
@@ -171,6 +177,24 @@ def run_blocks(
     for block, result in zip(pending, done):
         results[block.index] = result
     return results
+
+
+@contextlib.contextmanager
+def worker_pool(scheduler, num_workers: int | None):
+    """Worker processes kept for every pass of a job (``scheduler == "processes"``), else None.
+
+    Dask's process scheduler otherwise starts new processes for each ``compute``, and
+    each new process imports the libraries and loads the compiled kernels again.
+    """
+    if scheduler != "processes":
+        yield None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = int(num_workers) if num_workers else (os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
 
 
 def _active_client():
@@ -521,13 +545,10 @@ def _edges_block(block: Block, *, source: _Source, tables: str, method: str, n_b
     table = {"u": pairs[:, 0], "v": pairs[:, 1]}
     table["edge_stats"] = _edge_table(edge, pairs.shape[0], np.concatenate(values),
                                       np.concatenate(across) if images is not None else None, method, n_bins)
-    present = np.unique(here)
-    table["ids"] = present[present > 0]
+    table["ids"], node = graph.node_indices(here)
     if method == "learned":
         from neuropil.agglomeration import learned
 
-        node = np.searchsorted(table["ids"], here).astype(np.int64)
-        node[here == 0] = -1
         image = None
         if source.image is not None:
             image = learned.image_values(source.image[block.write], here.shape)
@@ -544,8 +565,10 @@ def _edges_block(block: Block, *, source: _Source, tables: str, method: str, n_b
 
 def _pairs(u: NDArray[np.uint64], v: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
     """Distinct ``(u, v)`` rows, sorted, and the row of each pair."""
-    pairs, edge = np.unique(np.stack([u, v], axis=1).reshape(-1, 2), axis=0, return_inverse=True)
-    return pairs.reshape(-1, 2), edge.ravel()
+    ids, index = np.unique(np.concatenate([u, v]), return_inverse=True)
+    n = max(ids.size, 1)
+    keys, edge = graph._distinct(index[: u.size] * n + index[u.size :], n * n)
+    return np.stack([ids[keys // n], ids[keys % n]], axis=1).reshape(-1, 2), edge
 
 
 def _edge_table(edge, n_edges, values, across, method: str, n_bins: int) -> NDArray[np.float64]:
@@ -573,14 +596,10 @@ def _relabel_block(block: Block, *, source: _Source, mapping: str, partials: lis
     # memory-mapped: a block reads only the pages of the ids it holds
     ids = np.load(Path(mapping) / "ids.npy", mmap_mode="r")
     table = np.load(Path(mapping) / "segments.npy", mmap_mode="r")
-    fragments = source.fragment_ids(block.write)
-    inside = fragments > 0
-    present, inverse = np.unique(fragments[inside], return_inverse=True)
-    rows = table[:, np.searchsorted(ids, present)]
+    present, node = graph.node_indices(source.fragment_ids(block.write))
+    rows = np.asarray(table[:, np.searchsorted(ids, present)])
     for row, partial in enumerate(partials):
-        segments = np.zeros(fragments.shape, dtype=np.uint64)
-        segments[inside] = rows[row][inverse.ravel()]
-        _open_array(partial)[block.write] = segments
+        _open_array(partial)[block.write] = graph._paint(node.ravel(), rows[row]).reshape(node.shape)
 
 
 def segment_blockwise(
@@ -699,14 +718,32 @@ def segment_blockwise(
     for volume in (values, given, raw):
         if volume is not None:
             volume.close()
-    run = functools.partial(run_blocks, scheduler=scheduler or _active_client() or "processes",
-                            num_workers=num_workers, progress=progress)
-    if given is None:
-        counts = run(
-            functools.partial(_watershed_block, source=source, threshold=fragment_threshold,
-                              flood_threshold=flood_threshold, min_size=min_size),
-            all_blocks, work / "watershed", description="fragments",
+    chosen = scheduler or _active_client() or "processes"
+    with worker_pool(chosen, num_workers) as pool:
+        watershed = dict(threshold=fragment_threshold, flood_threshold=flood_threshold, min_size=min_size)
+        _segment_passes(
+            source, all_blocks, work, targets, method=method, thresholds=thresholds, quantile=quantile, model=model,
+            watershed=watershed if given is None else None,
+            run=functools.partial(run_blocks, scheduler=chosen, num_workers=num_workers, pool=pool, progress=progress),
         )
+    for target, threshold in zip(targets, thresholds):
+        _finish(target, values.voxel_size[-3:] if values.voxel_size else None,
+                {"neuropil": {"method": method, "threshold": threshold}})
+    shutil.rmtree(work)
+    for target in targets[1:]:
+        shutil.rmtree(_work_folder(target), ignore_errors=True)
+    return [str(t.final) for t in targets]
+
+
+def _segment_passes(source: _Source, all_blocks, work: Path, targets, *, method, thresholds, quantile, model,
+                    watershed: dict | None, run) -> None:
+    """The passes of :func:`segment_blockwise`, each through ``run`` (:func:`run_blocks`).
+
+    ``watershed``: the options of :func:`_watershed_block`, or None when fragments are given.
+    """
+    if watershed is not None:
+        counts = run(functools.partial(_watershed_block, source=source, **watershed), all_blocks,
+                     work / "watershed", description="fragments")
         starts = np.concatenate([[0], np.cumsum([counts[b.index] for b in all_blocks])[:-1]])
         grid = tuple(max(b.index[axis] for b in all_blocks) + 1 for axis in range(3))
         offsets = work / "offsets.npy"
@@ -729,13 +766,6 @@ def segment_blockwise(
     run(functools.partial(_relabel_block, source=source, mapping=str(mapping),
                           partials=[str(t.partial) for t in targets]),
         all_blocks, work / "relabel", description="segments")
-    for target, threshold in zip(targets, thresholds):
-        _finish(target, values.voxel_size[-3:] if values.voxel_size else None,
-                {"neuropil": {"method": method, "threshold": threshold}})
-    shutil.rmtree(work)
-    for target in targets[1:]:
-        shutil.rmtree(_work_folder(target), ignore_errors=True)
-    return [str(t.final) for t in targets]
 
 
 def _agglomerate_tables(paths: Sequence[Path], method: str, thresholds: Sequence[float], *, quantile: int, model):
