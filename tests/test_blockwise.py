@@ -12,6 +12,7 @@ from neuropil.agglomeration.learned import train
 from neuropil.blockwise import blocks, predict_blockwise, run_blocks, segment_blockwise
 from neuropil.cli import main
 from neuropil.data.io import read_volume, write_volume
+from neuropil.data.resample import resample, resample_region
 from neuropil.errors import NeuropilError
 from neuropil.model import ModelConfig, UNet3D
 from neuropil.predict import predict_affinities
@@ -100,10 +101,33 @@ def test_blockwise_prediction_cli_and_bad_input(tmp_path, checkpoint, capsys):
     assert main(["predict", str(checkpoint), f"{tmp_path / 'raw.h5'}:raw", str(tmp_path / "affs.h5"),
                  "--block", "8", "16", "16"]) == 2
     assert "blockwise output must be a zarr array" in capsys.readouterr().err
-    write_volume(f"{tmp_path / 'coarse.h5'}:raw", raw, voxel_size=(40, 10, 10))
-    with pytest.raises(NeuropilError, match="rescale it first"):
-        predict_blockwise(checkpoint, f"{tmp_path / 'coarse.h5'}:raw", out, block_shape=(8, 16, 16), progress=False)
+    write_volume(f"{tmp_path / 'unknown.h5'}:raw", raw)
+    with pytest.raises(NeuropilError, match="voxel size unknown"):
+        predict_blockwise(checkpoint, f"{tmp_path / 'unknown.h5'}:raw", out, block_shape=(8, 16, 16), progress=False)
     np.testing.assert_allclose(read_volume(out), whole, atol=1e-5)  # the earlier output is untouched
+
+
+@pytest.mark.parametrize("voxel_size", [(10.0, 4.0, 4.0), (40.0, 13.0, 13.0)])
+def test_blockwise_prediction_rescales_like_the_whole_volume(tmp_path, checkpoint, voxel_size):
+    raw = np.random.default_rng(2).integers(0, 255, size=(16, 60, 50), dtype=np.uint8)
+    write_volume(f"{tmp_path / 'raw.h5'}:raw", raw, voxel_size=voxel_size)
+    written = predict_blockwise(checkpoint, f"{tmp_path / 'raw.h5'}:raw", f"{tmp_path / 'out.zarr'}/affs",
+                                block_shape=(8, 16, 16), progress=False)
+    rescaled = resample(raw, voxel_size=voxel_size, target_voxel_size=(20.0, 10.0, 10.0))
+    whole = predict_affinities(rescaled, load_model(checkpoint), tile_shape=None, progress=False)
+    assert written.shape == whole.shape and written.input_voxel_size == voxel_size
+    np.testing.assert_allclose(read_volume(f"{tmp_path / 'out.zarr'}/affs"), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("voxel_size", [(10.0, 5.0, 5.0), (40.0, 4.0, 4.0), (29.0, 6.0, 6.0)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_resampled_regions_equal_the_resampled_volume(voxel_size, dtype):
+    raw = (np.random.default_rng(0).random((30, 90, 70)) * 255).astype(dtype)
+    whole = resample(raw, voxel_size=voxel_size, target_voxel_size=(25.0, 13.0, 13.0))
+    for block in blocks(whole.shape, (7, 11, 9)):
+        region = block.read([3, 5, 2], whole.shape)
+        part = resample_region(raw, region, voxel_size=voxel_size, target_voxel_size=(25.0, 13.0, 13.0))
+        np.testing.assert_array_equal(part, whole[region])
 
 
 # ----------------------------------------------------------------------------- segmentation

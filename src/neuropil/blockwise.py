@@ -313,12 +313,19 @@ def _model(checkpoint: str, modified: float, device: str):
     return load_model(checkpoint, device=device)
 
 
-def _predict_block(block: Block, *, checkpoint: str, modified: float, raw, halo, partial: str, device: str) -> None:
+def _predict_block(
+    block: Block, *, checkpoint: str, modified: float, raw, voxel_size, target_shape, halo, partial: str, device: str
+) -> None:
+    from neuropil.data.resample import resample_region
     from neuropil.predict import predict_affinities
 
     model = _model(checkpoint, modified, device)
-    region = block.read(halo, raw.shape)
-    image = raw[region]
+    region = block.read(halo, target_shape)
+    model_voxel_size = tuple(model.config.voxel_size)
+    if np.allclose(voxel_size, model_voxel_size, rtol=1e-3):
+        image = raw[region]
+    else:
+        image = resample_region(raw, region, voxel_size=voxel_size, target_voxel_size=model_voxel_size)
     # the whole read region in one pass: its start lies on the pooling grid and its
     # halo covers the network's context, so the kept centre equals a whole-volume pass
     affinities = predict_affinities(image, model, tile_shape=None, device=device, progress=False)
@@ -342,12 +349,15 @@ def predict_blockwise(
 
     Each block reads its region plus the network's context (rounded to the pooling
     grid) and keeps its own region, so the result equals
-    :func:`neuropil.predict.predict_affinities` of the whole volume.
+    :func:`neuropil.predict.predict_affinities` of the whole volume. A raw volume at
+    another voxel size is rescaled to the model's block by block
+    (:func:`neuropil.data.resample.resample_region`: equal to rescaling it whole, as
+    :func:`neuropil.predict.predict_file` does).
 
     Parameters
     ----------
     checkpoint : path of a ``checkpoint.pt`` from :class:`neuropil.train.Trainer`
-    raw : address of the raw volume (any readable format), at the model's voxel size
+    raw : address of the raw volume (any readable format) or catalog name
     out : zarr address ``dir.zarr/key`` of the (c, z, y, x) float32 affinities
     block_shape : (z, y, x) voxels per block, rounded up to the model's pooling grid
     voxel_size : (z, y, x) nm of ``raw`` when its file stores none
@@ -362,11 +372,12 @@ def predict_blockwise(
     Raises
     ------
     NeuropilError
-        A raw volume that is not 3-D, whose voxel size is unknown or differs from the
-        model's (rescale it first), an output that is not zarr, a bad block shape.
+        A raw volume that is not 3-D or whose voxel size is unknown, an output that
+        is not zarr, a bad block shape.
     """
     from neuropil.data.catalog import raw_in_catalog
     from neuropil.data.io import open_volume
+    from neuropil.data.resample import resampled_shape
     from neuropil.predict import PredictionWritten, _round_up
 
     output = _zarr_output(out)
@@ -380,29 +391,29 @@ def predict_blockwise(
     if volume.voxel_size is None:
         raise NeuropilError(f"{address}: voxel size unknown; give it (the model is for {model_voxel_size} nm)")
     input_voxel_size = tuple(float(v) for v in volume.voxel_size)
+    target_shape = volume.shape
     if not np.allclose(input_voxel_size, model_voxel_size, rtol=1e-3):
-        raise NeuropilError(
-            f"{address}: voxel size {input_voxel_size} nm differs from the model's {model_voxel_size} nm; blockwise "
-            "prediction reads the volume as it is stored, so rescale it first (neuropil.data.resample)"
-        )
+        logger.info("rescaling %s from %s nm to the model's %s nm block by block", address, input_voxel_size,
+                    model_voxel_size)
+        target_shape = resampled_shape(volume.shape, input_voxel_size, model_voxel_size)
     if len(block_shape) != 3 or any(int(b) < 1 for b in block_shape):
         raise NeuropilError(f"block shape needs 3 positive values (z y x), got {tuple(block_shape)}")
     divisor = model.divisor
     block_shape = tuple(_round_up(int(b), d) for b, d in zip(block_shape, divisor))
     halo = tuple(_round_up(c, d) for c, d in zip(model.context, divisor))
-    shape = (model.config.out_channels, *volume.shape)
+    shape = (model.config.out_channels, *target_shape)
     settings = _settings(
         job="predict", checkpoint=checkpoint, modified=_modified(checkpoint), raw=str(volume.address),
-        shape=shape, block_shape=block_shape, halo=halo,
+        voxel_size=input_voxel_size, shape=shape, block_shape=block_shape, halo=halo,
     )
     _prepare(output, settings, shape, (shape[0], *block_shape), np.float32)
     task = functools.partial(
-        _predict_block, checkpoint=checkpoint, modified=_modified(checkpoint), raw=volume, halo=halo,
-        partial=str(output.partial), device=device,
+        _predict_block, checkpoint=checkpoint, modified=_modified(checkpoint), raw=volume,
+        voxel_size=input_voxel_size, target_shape=target_shape, halo=halo, partial=str(output.partial), device=device,
     )
     volume.close()
     run_blocks(
-        task, blocks(volume.shape, block_shape), _work_folder(output) / "blocks", description="predicting",
+        task, blocks(target_shape, block_shape), _work_folder(output) / "blocks", description="predicting",
         scheduler=scheduler, num_workers=num_workers, progress=progress,
     )
     _finish(output, model_voxel_size)
