@@ -263,3 +263,17 @@ def test_blockwise_segmentation_bad_input(tmp_path, volumes, capsys):
     assert "zarr" in capsys.readouterr().err
     assert main(["segment", f"{folder}/nothing", out, "--block", "4", "8", "8"]) == 2
     assert "no array 'nothing'" in capsys.readouterr().err
+
+
+def test_blockwise_segmentation_runs_on_a_running_distributed_client(tmp_path, volumes):
+    distributed = pytest.importorskip("distributed")
+    folder = volumes["folder"] / "in.zarr"
+    out = f"{tmp_path / 'out.zarr'}/segmentation"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            segment_blockwise(f"{folder}/affinities", [out], fragments=f"{folder}/fragments", block_shape=BLOCK,
+                              progress=False)
+            ran = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.task_groups))
+    assert ran > 0  # the tasks went through the cluster's scheduler
+    (expected,) = agglomerate(volumes["affinities"], volumes["fragments"], thresholds=[0.5])
+    np.testing.assert_array_equal(read_volume(out), expected)
