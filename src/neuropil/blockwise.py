@@ -382,7 +382,8 @@ def predict_blockwise(
 
     output = _zarr_output(out)
     checkpoint = str(Path(checkpoint).resolve())
-    model = _model(checkpoint, _modified(checkpoint), device)
+    modified = _modified(checkpoint)
+    model = _model(checkpoint, modified, device)
     model_voxel_size = tuple(float(v) for v in model.config.voxel_size)
     address, catalog_voxel_size = raw_in_catalog(raw) or (raw, None)
     volume = open_volume(address, voxel_size=voxel_size or catalog_voxel_size)
@@ -403,12 +404,12 @@ def predict_blockwise(
     halo = tuple(_round_up(c, d) for c, d in zip(model.context, divisor))
     shape = (model.config.out_channels, *target_shape)
     settings = _settings(
-        job="predict", checkpoint=checkpoint, modified=_modified(checkpoint), raw=str(volume.address),
+        job="predict", checkpoint=checkpoint, modified=modified, raw=str(volume.address),
         voxel_size=input_voxel_size, shape=shape, block_shape=block_shape, halo=halo,
     )
     _prepare(output, settings, shape, (shape[0], *block_shape), np.float32)
     task = functools.partial(
-        _predict_block, checkpoint=checkpoint, modified=_modified(checkpoint), raw=volume,
+        _predict_block, checkpoint=checkpoint, modified=modified, raw=volume,
         voxel_size=input_voxel_size, target_shape=target_shape, halo=halo, partial=str(output.partial), device=device,
     )
     volume.close()
@@ -463,19 +464,16 @@ class _Source(NamedTuple):
 
         if self.values.ndim == 4:
             return as_affinities(self.values[(slice(0, 3), *region)])
-        grown = tuple(slice(max(r.start - 1, 0), r.stop) for r in region)
-        affinities = as_affinities(self.values[grown])
-        return affinities[(slice(None), *(slice(r.start - g.start, None) for r, g in zip(region, grown)))]
+        return _pairs_with_voxel_before(self.values, region, as_affinities)
 
     def image_pairs(self, region: tuple[slice, ...]) -> NDArray[np.float32]:
         """(3, z, y, x) image pair values ``1 - mean`` of a region's voxel pairs, exact at its lower faces."""
         from neuropil.agglomeration.learned import image_values
         from neuropil.watershed import affinities_from_boundaries
 
-        grown = tuple(slice(max(r.start - 1, 0), r.stop) for r in region)
-        image = self.image[grown]
-        pairs = affinities_from_boundaries(image_values(image, image.shape), combine="mean")
-        return pairs[(slice(None), *(slice(r.start - g.start, None) for r, g in zip(region, grown)))]
+        return _pairs_with_voxel_before(
+            self.image, region, lambda image: affinities_from_boundaries(image_values(image, image.shape), combine="mean")
+        )
 
     def voxel_boundaries(self, region: tuple[slice, ...]) -> NDArray[np.float32]:
         """Boundary value of each voxel of a region: the boundary map, or 1 - the mean affinity to its neighbours.
@@ -512,6 +510,17 @@ class _Source(NamedTuple):
             target = tuple(slice(o.start - r.start, o.stop - r.start) for o, r in zip(overlap, region))
             out[target] = np.where(ids > 0, ids + np.uint64(offsets[index]), 0)
         return out
+
+
+def _pairs_with_voxel_before(volume, region: tuple[slice, ...], pair_values) -> NDArray:
+    """``pair_values`` (a voxel map to (3, ...) values of each voxel and the one before it) of a region.
+
+    The voxels before the region are read too, so its first layer is exact: the
+    values equal those of the whole volume there.
+    """
+    grown = tuple(slice(max(r.start - 1, 0), r.stop) for r in region)
+    values = pair_values(volume[grown])
+    return values[(slice(None), *(slice(r.start - g.start, None) for r, g in zip(region, grown)))]
 
 
 def _watershed_block(block: Block, *, source: _Source, threshold, flood_threshold, min_size) -> int:
@@ -583,23 +592,14 @@ def _pairs(u: NDArray[np.uint64], v: NDArray[np.uint64]) -> tuple[NDArray[np.uin
 
 
 def _edge_table(edge, n_edges, values, across, method: str, n_bins: int) -> NDArray[np.float64]:
-    """(n_edges, k) the additive edge statistics the method's scores read, from per-contact values.
+    """(n_edges, k) the additive edge statistics the method's scores read, from per-contact values
+    (those of the in-memory methods: :func:`neuropil.agglomeration.core.edge_statistics`,
+    :func:`neuropil.agglomeration.learned.edge_statistics`)."""
+    from neuropil.agglomeration import core, learned
 
-    mean: affinity sum and contact count; quantile: the affinity histogram in
-    waterz's 256 bins; learned: :func:`neuropil.agglomeration.learned.edge_statistics`.
-    """
-    from neuropil.agglomeration.core import HISTOGRAM_BINS, _histogram_levels
-
-    if method == "mean":
-        return np.stack([np.bincount(edge, weights=values, minlength=n_edges),
-                         np.bincount(edge, minlength=n_edges).astype(np.float64)], axis=1)
-    if method == "quantile":
-        levels = _histogram_levels(values, HISTOGRAM_BINS)
-        counts = np.bincount(edge * HISTOGRAM_BINS + levels, minlength=n_edges * HISTOGRAM_BINS)
-        return counts.reshape(n_edges, HISTOGRAM_BINS).astype(np.float64)
-    from neuropil.agglomeration import learned
-
-    return learned.edge_statistics(edge, values, n_edges, n_bins, across)
+    if method == "learned":
+        return learned.edge_statistics(edge, values, n_edges, n_bins, across)
+    return core.edge_statistics(method, edge, values, n_edges)
 
 
 def _relabel_block(block: Block, *, source: _Source, mapping: str, partials: list[str]) -> None:
@@ -668,6 +668,7 @@ def segment_blockwise(
     """
     import zarr
 
+    from neuropil.agglomeration.core import check_model
     from neuropil.data.io import open_volume
 
     if method not in BLOCKWISE_METHODS:
@@ -675,13 +676,10 @@ def segment_blockwise(
             f"blockwise segmentation supports {', '.join(BLOCKWISE_METHODS)}, not {method!r} "
             "(mutex runs in memory: neuropil segment without --block)"
         )
-    if method == "learned" and model is None:
-        raise NeuropilError("the learned method needs a trained model (model=..., --model)")
-    if method != "learned" and (model is not None or image is not None):
+    if method == "learned":
+        check_model(model, image is not None)
+    elif model is not None or image is not None:
         raise NeuropilError(f"a model and an image are for the learned method, not {method!r}")
-    if model is not None and model.image != (image is not None):
-        raise NeuropilError("the classifier was trained with the image channel: give the image too" if model.image
-                            else "an image was given, but the classifier was trained without the image channel")
     thresholds = [float(t) for t in thresholds]
     if not thresholds or len(thresholds) != len(outputs):
         raise NeuropilError(f"need one output per threshold, got {len(outputs)} outputs for {len(thresholds)} thresholds")
@@ -785,6 +783,7 @@ def _agglomerate_tables(paths: Sequence[Path], method: str, thresholds: Sequence
     Returns the sorted fragment ids (n,) and each threshold's segment id per fragment (t, n).
     """
     from neuropil.agglomeration import learned, merge
+    from neuropil.agglomeration.core import MODES
 
     parts = [dict(np.load(path)) for path in paths]
     ids, node_stats = _sum_by(
@@ -794,7 +793,7 @@ def _agglomerate_tables(paths: Sequence[Path], method: str, thresholds: Sequence
     keys = [np.searchsorted(ids, p["u"]).astype(np.int64) * n + np.searchsorted(ids, p["v"]) for p in parts]
     edge_keys, edge_stats = _sum_by(keys, [p["edge_stats"] for p in parts])
     u, v = edge_keys // n, edge_keys % n
-    mode = {"mean": merge.MEAN, "quantile": merge.QUANTILE, "learned": merge.LEARNED}[method]
+    mode = MODES[method]
     forest, n_bins = merge.Forest.empty(), 0
     if method == "learned":
         surface = np.bincount(u, weights=edge_stats[:, 0], minlength=ids.size)

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("mean", "quantile", "learned", "mutex")
 HISTOGRAM_BINS = 256
 """Bins of the affinity histogram of the quantile method (as waterz's)."""
+MODES = {"mean": merge.MEAN, "quantile": merge.QUANTILE, "learned": merge.LEARNED}
+"""The merge loop's scoring mode of each greedy method."""
 
 
 @dataclass(frozen=True)
@@ -95,24 +97,15 @@ def agglomeration(
     node_stats = np.zeros((contacts.n_nodes, 0), dtype=np.float64)
     n_bins = 0
     forest = merge.Forest.empty()
-    mode = merge.MEAN
-    if method == "mean":
-        edge_stats = np.stack([contacts.edge_sums(contacts.value), contacts.edge_sums()], axis=1)
-    elif method == "quantile":
+    mode = MODES[method]
+    if method in ("mean", "quantile"):
         if not 0 <= quantile <= 100:
             raise NeuropilError(f"quantile must be a percentile in 0..100, not {quantile}")
-        mode = merge.QUANTILE
-        edge_stats = _histograms(contacts, HISTOGRAM_BINS)
+        edge_stats = edge_statistics(method, contacts.edge, contacts.value, contacts.n_edges)
     else:
         from neuropil.agglomeration import learned
 
-        if model is None:
-            raise NeuropilError("the learned method needs a trained model (model=...)")
-        if model.image and image is None:
-            raise NeuropilError("the classifier was trained with the image channel: give the image too")
-        if image is not None and not model.image:
-            raise NeuropilError("an image was given, but the classifier was trained without the image channel")
-        mode = merge.LEARNED
+        check_model(model, image is not None)
         voxel_boundary = learned.voxel_boundaries(affinities, values)
         edge_stats, node_stats = learned.statistics(contacts, voxel_boundary, model.n_bins, image)
         forest = model.forest
@@ -134,10 +127,30 @@ def agglomeration(
     return Agglomeration(contacts, merge.MergeHistory(kept, removed, score))
 
 
-def _histograms(contacts: graph.Contacts, bins: int) -> NDArray[np.float64]:
-    """(n_edges, bins) histogram of contact affinities, binned like waterz's ``discretize``."""
-    counts = np.bincount(contacts.edge * bins + _histogram_levels(contacts.value, bins), minlength=contacts.n_edges * bins)
-    return counts.reshape(contacts.n_edges, bins).astype(np.float64)
+def edge_statistics(method: str, edge: NDArray[np.int64], value: NDArray[np.float32], n_edges: int) -> NDArray[np.float64]:
+    """(n_edges, k) additive edge statistics of the mean or quantile score, from per-contact affinities.
+
+    ``edge`` is each contact's edge index and ``value`` its affinity. mean: the sum of
+    the affinities and the contact count; quantile: the histogram of the affinities in
+    :data:`HISTOGRAM_BINS` bins, binned like waterz's ``discretize``. Sums of these over
+    parts of a volume are the statistics of the whole (:mod:`neuropil.blockwise`).
+    """
+    if method == "mean":
+        return np.stack([np.bincount(edge, weights=value, minlength=n_edges).astype(np.float64, copy=False),
+                         np.bincount(edge, minlength=n_edges).astype(np.float64)], axis=1)
+    counts = np.bincount(edge * HISTOGRAM_BINS + _histogram_levels(value, HISTOGRAM_BINS),
+                         minlength=n_edges * HISTOGRAM_BINS)
+    return counts.reshape(n_edges, HISTOGRAM_BINS).astype(np.float64)
+
+
+def check_model(model, image: bool) -> None:
+    """A one-line error unless ``model`` is a classifier whose image channel matches whether an image is given."""
+    if model is None:
+        raise NeuropilError("the learned method needs a trained model (model=...)")
+    if model.image and not image:
+        raise NeuropilError("the classifier was trained with the image channel: give the image too")
+    if image and not model.image:
+        raise NeuropilError("an image was given, but the classifier was trained without the image channel")
 
 
 def _histogram_levels(values: NDArray[np.float32], bins: int) -> NDArray[np.int64]:
