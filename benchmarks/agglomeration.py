@@ -22,10 +22,10 @@ import h5py
 import numpy as np
 import tifffile
 
-from neuropil.agglomeration import agglomerate
-from neuropil.agglomeration.learned import train
 from neuropil.evaluate import evaluate
-from neuropil.watershed import affinities_from_boundaries
+from neuropil.segment import agglomerate
+from neuropil.segment.affinities import affinities_from_boundaries
+from neuropil.segment.learned import train
 
 THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.05), 2)
 
@@ -48,7 +48,7 @@ def fib_gala(folder: Path):
 
 def own_fragments(parts):
     """The same volumes with fragments from neuropil's watershed of the p1 map instead of the shipped ws."""
-    from neuropil.watershed import fragments_from_boundaries
+    from neuropil.segment.watershed import fragments_from_boundaries
 
     return [{**part, "fragments": fragments_from_boundaries(part["boundaries"])[0].astype(np.int64)} for part in parts]
 
@@ -93,7 +93,9 @@ def scores_at(segmentations, gt):
 def run_dataset(name, train_part, test_part, rows):
     n_voxels = test_part["fragments"].size
     with_image = "image" in train_part
-    rows.append((name, "fragments alone", "-", evaluate(test_part["fragments"], test_part["gt"]), None, None, None, None))
+    rows.append(
+        (name, "fragments alone", "-", evaluate(test_part["fragments"], test_part["gt"]), None, None, None, None)
+    )
     variants = [("mean", False), ("quantile", False), ("learned", False)]
     variants += [("learned", True)] if with_image else []
     for method, image in variants + [("mutex", False)]:
@@ -111,17 +113,28 @@ def run_dataset(name, train_part, test_part, rows):
             label = f"learned{' + image' if image else ''} (train {train_seconds:.2f} s)"
         # the threshold is chosen on the train volume only
         on_train = agglomerate(
-            train_part["boundaries"], train_part["fragments"], thresholds=THRESHOLDS,
-            image=train_part["image"] if image else None, **options,
+            train_part["boundaries"],
+            train_part["fragments"],
+            thresholds=THRESHOLDS,
+            image=train_part["image"] if image else None,
+            **options,
         )
         chosen = THRESHOLDS[int(np.argmin([s.voi for s in scores_at(on_train, train_part["gt"])]))]
         results, seconds = timed(
-            agglomerate, test_part["boundaries"], test_part["fragments"], thresholds=THRESHOLDS,
-            image=test_part["image"] if image else None, **options,
+            agglomerate,
+            test_part["boundaries"],
+            test_part["fragments"],
+            thresholds=THRESHOLDS,
+            image=test_part["image"] if image else None,
+            **options,
         )
         (_, one_seconds) = timed(
-            agglomerate, test_part["boundaries"], test_part["fragments"], thresholds=[chosen],
-            image=test_part["image"] if image else None, **options,
+            agglomerate,
+            test_part["boundaries"],
+            test_part["fragments"],
+            thresholds=[chosen],
+            image=test_part["image"] if image else None,
+            **options,
         )
         if method == "mutex":
             seconds /= len(THRESHOLDS)  # one run per threshold; report per run
@@ -129,7 +142,16 @@ def run_dataset(name, train_part, test_part, rows):
         best = int(np.argmin([s.voi for s in test_scores]))
         chosen_score = test_scores[int(np.flatnonzero(THRESHOLDS == chosen)[0])]
         rows.append(
-            (name, label, f"{chosen:.2f}", chosen_score, (THRESHOLDS[best], test_scores[best]), seconds, n_voxels, one_seconds)
+            (
+                name,
+                label,
+                f"{chosen:.2f}",
+                chosen_score,
+                (THRESHOLDS[best], test_scores[best]),
+                seconds,
+                n_voxels,
+                one_seconds,
+            )
         )
     # the libraries a user would otherwise pick, on the same input
     import mwatershed
@@ -147,11 +169,33 @@ def run_dataset(name, train_part, test_part, rows):
     affinities = affinities_from_boundaries(test_part["boundaries"], combine="mean")
     test_scores = scores_at(results, test_part["gt"])
     best = int(np.argmin([s.voi for s in test_scores]))
-    rows.append((name, "waterz mean (same fragments)", "-", None, (THRESHOLDS[best], test_scores[best]), seconds, n_voxels, None))
+    rows.append(
+        (
+            name,
+            "waterz mean (same fragments)",
+            "-",
+            None,
+            (THRESHOLDS[best], test_scores[best]),
+            seconds,
+            n_voxels,
+            None,
+        )
+    )
     signed = affinities.astype(np.float64) - 0.5
     offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
     segmentation, seconds = timed(mwatershed.agglom, signed, offsets, repeats=1)
-    rows.append((name, "mwatershed voxels (bias 0.5)", "-", evaluate(segmentation, test_part["gt"]), None, seconds, n_voxels, seconds))
+    rows.append(
+        (
+            name,
+            "mwatershed voxels (bias 0.5)",
+            "-",
+            evaluate(segmentation, test_part["gt"]),
+            None,
+            seconds,
+            n_voxels,
+            seconds,
+        )
+    )
 
 
 def main():
@@ -170,7 +214,9 @@ def main():
     run_dataset("fib-gala", *warm, rows)
     run_dataset("fib-gala, own fragments", *own_fragments(warm), rows)
     run_dataset("snemi-mini", *snemi_mini(args.data / "snemi-mini"), rows)
-    print("| data | method | thr (train) | split | merge | ARAND | best thr | split | merge | ARAND | s (all thr) | Mvox/s | s (one thr) |")
+    print(
+        "| data | method | thr (train) | split | merge | ARAND | best thr | split | merge | ARAND | s (all thr) | Mvox/s | s (one thr) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, method, chosen, score, best, seconds, n_voxels, one_seconds in rows:
         cells = [name, method, chosen]

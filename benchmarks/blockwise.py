@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 THRESHOLD = 0.8
+VOXEL_SIZE = (10.0, 10.0, 10.0)  # fib-gala is FIB-SEM at 10 nm
 SEGMENT_SHAPE = (100, 400, 800)
 MIRROR = (2, 4, 4)
 """Copies of fib-gala's 50x100x200 test volume along z, y, x, alternately mirrored."""
@@ -91,9 +92,9 @@ def prepare(data: Path, work: Path) -> None:
     import h5py
     import torch
 
-    from neuropil.data.io import write_volume
+    from neuropil.checkpoint import save_checkpoint
+    from neuropil.io import write_volume
     from neuropil.model import ModelConfig, UNet3D
-    from neuropil.train import save_checkpoint
 
     def mirrored(name):
         with h5py.File(data / "fib-gala" / name) as file:
@@ -104,18 +105,22 @@ def prepare(data: Path, work: Path) -> None:
         return array
 
     boundaries = mirrored("test-p1.lzf.h5").astype(np.float32)
-    write_volume(f"{work / 'in.zarr'}/boundaries", boundaries, chunks=SEGMENT_BLOCK)
+    write_volume(f"{work / 'in.zarr'}/boundaries", boundaries, voxel_size=VOXEL_SIZE, chunks=SEGMENT_BLOCK)
     # mirrored copies of one object are one object only where they touch; label them apart
     gt = mirrored("test-gt.lzf.h5").astype(np.uint64)
     copy = np.zeros(gt.shape, dtype=np.uint64)
     for axis, copies in enumerate(MIRROR):
         index = np.arange(gt.shape[axis]) // (gt.shape[axis] // copies)
-        copy += np.expand_dims(index, [a for a in range(3) if a != axis]).astype(np.uint64) * int(np.prod(MIRROR[:axis]))
+        copy += np.expand_dims(index, [a for a in range(3) if a != axis]).astype(np.uint64) * int(
+            np.prod(MIRROR[:axis])
+        )
     np.save(work / "gt.npy", np.where(gt > 0, gt * int(np.prod(MIRROR)) + copy, 0))
     torch.manual_seed(0)
     model = UNet3D(ModelConfig(base_channels=8, depth=4, voxel_size=(25.0, 13.0, 13.0)))
-    save_checkpoint(work / "checkpoint.pt", {"model_config": model.config.model_dump(mode="json"),
-                                             "model_state": model.state_dict()})
+    save_checkpoint(
+        work / "checkpoint.pt",
+        {"model_config": model.config.model_dump(mode="json"), "model_state": model.state_dict()},
+    )
     raw = np.random.default_rng(0).integers(0, 255, size=PREDICT_SHAPE, dtype=np.uint8)
     write_volume(f"{work / 'raw.zarr'}/raw", raw, voxel_size=(25.0, 13.0, 13.0), chunks=PREDICT_BLOCK)
 
@@ -124,7 +129,7 @@ def run_variant(variant: str, work: Path) -> dict:
     """One row, in this process: seconds, peak memory (this process, its largest worker) and VOI."""
     import torch
 
-    from neuropil.data.io import read_volume
+    from neuropil.io import read_volume
 
     torch.set_num_threads(2)
     sampler = MemorySampler().__enter__()
@@ -132,42 +137,57 @@ def run_variant(variant: str, work: Path) -> dict:
     if variant == "waterz":
         import waterz
 
-        from neuropil.watershed import affinities_from_boundaries
+        from neuropil.segment.affinities import affinities_from_boundaries
 
         affinities = affinities_from_boundaries(read_volume(f"{work / 'in.zarr'}/boundaries"), combine="mean")
         segmentation = next(waterz.agglomerate(affinities, [THRESHOLD]))
     elif variant == "segment in memory":
-        from neuropil.agglomeration import segment
+        from neuropil.segment import segment
 
-        segmentation = segment(read_volume(f"{work / 'in.zarr'}/boundaries"), threshold=THRESHOLD)
+        boundaries = read_volume(f"{work / 'in.zarr'}/boundaries")
+        (segmentation,) = segment(boundaries, voxel_size=VOXEL_SIZE, thresholds=(THRESHOLD,)).segmentations
     elif variant.startswith("segment blockwise"):
         from neuropil.blockwise import segment_blockwise
 
         (segmentation,) = segment_blockwise(
-            f"{work / 'in.zarr'}/boundaries", [f"{work / 'out.zarr'}/{variant.replace(' ', '-')}"],
-            thresholds=[THRESHOLD], block_shape=SEGMENT_BLOCK, num_workers=int(variant.split()[-2]), progress=False,
+            f"{work / 'in.zarr'}/boundaries",
+            [f"{work / 'out.zarr'}/{variant.replace(' ', '-')}"],
+            thresholds=[THRESHOLD],
+            block_shape=SEGMENT_BLOCK,
+            num_workers=int(variant.split()[-2]),
+            progress=False,
         )  # an address, read back below (not timed)
     elif variant == "predict in memory":
+        from neuropil.checkpoint import load_model
         from neuropil.predict import predict_affinities
-        from neuropil.train import load_model
 
         segmentation = None
-        predict_affinities(read_volume(f"{work / 'raw.zarr'}/raw"), load_model(work / "checkpoint.pt"),
-                           tile_shape=PREDICT_BLOCK, progress=False)
+        predict_affinities(
+            read_volume(f"{work / 'raw.zarr'}/raw"),
+            load_model(work / "checkpoint.pt"),
+            tile_shape=PREDICT_BLOCK,
+            progress=False,
+        )
     else:
         from neuropil.blockwise import predict_blockwise
 
         segmentation = None
-        predict_blockwise(work / "checkpoint.pt", f"{work / 'raw.zarr'}/raw", f"{work / 'out.zarr'}/affs",
-                          block_shape=PREDICT_BLOCK, progress=False)
+        predict_blockwise(
+            work / "checkpoint.pt",
+            f"{work / 'raw.zarr'}/raw",
+            f"{work / 'out.zarr'}/affs",
+            block_shape=PREDICT_BLOCK,
+            progress=False,
+        )
     row = {"seconds": time.perf_counter() - start}
     sampler.__exit__()
     row["peak"] = sampler.peak / 2**20
     if segmentation is not None:
         from neuropil.evaluate import evaluate
 
-        score = evaluate(read_volume(segmentation) if isinstance(segmentation, str) else segmentation,
-                         np.load(work / "gt.npy"))
+        score = evaluate(
+            read_volume(segmentation) if isinstance(segmentation, str) else segmentation, np.load(work / "gt.npy")
+        )
         row.update(split=score.voi_split, merge=score.voi_merge, arand=score.arand)
     return row
 
@@ -200,12 +220,20 @@ def main():
             # fresh process per row: its own peak memory, warm numba caches from the first run
             output = subprocess.run(
                 [sys.executable, __file__, "--variant", variant, "--work", str(work)],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])
             voxels = np.prod(SEGMENT_SHAPE if stage == "segment" else PREDICT_SHAPE) / 1e6
-            cells = [stage, variant.removeprefix(f"{stage} "), f"{voxels:.1f}", f"{row['seconds']:.1f}",
-                     f"{voxels / row['seconds']:.2f}", f"{row['peak']:.0f}"]
+            cells = [
+                stage,
+                variant.removeprefix(f"{stage} "),
+                f"{voxels:.1f}",
+                f"{row['seconds']:.1f}",
+                f"{voxels / row['seconds']:.2f}",
+                f"{row['peak']:.0f}",
+            ]
             cells += [f"{row[k]:.3f}" for k in ("split", "merge", "arand")] if "split" in row else ["", "", ""]
             print("| " + " | ".join(cells) + " |", flush=True)
 

@@ -14,17 +14,21 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from agglomeration import THRESHOLDS, fib_gala, own_fragments, snemi_mini
 
-from neuropil.agglomeration import agglomerate
-from neuropil.agglomeration.learned import train
+from agglomeration import THRESHOLDS, fib_gala, own_fragments, snemi_mini
 from neuropil.evaluate import evaluate
+from neuropil.segment import agglomerate
+from neuropil.segment.learned import train
 
 
 def voi_curve(model, part, image):
     segmentations = agglomerate(
-        part["boundaries"], part["fragments"], method="learned", model=model,
-        image=part["image"] if image else None, thresholds=THRESHOLDS,
+        part["boundaries"],
+        part["fragments"],
+        method="learned",
+        model=model,
+        image=part["image"] if image else None,
+        thresholds=THRESHOLDS,
     )
     return np.array([evaluate(s, part["gt"]).voi for s in segmentations])
 
@@ -47,16 +51,22 @@ def main():
         chosen_vois, best_vois = [], []
         for seed in args.seeds:
             model = train(
-                train_part["boundaries"], train_part["fragments"], train_part["gt"],
-                image=train_part["image"] if image else None, random_state=seed,
+                train_part["boundaries"],
+                train_part["fragments"],
+                train_part["gt"],
+                image=train_part["image"] if image else None,
+                random_state=seed,
             )
             chosen = int(np.argmin(voi_curve(model, train_part, image)))
             on_test = voi_curve(model, test_part, image)
             best = int(np.argmin(on_test))
             chosen_vois.append(on_test[chosen])
             best_vois.append(on_test[best])
-            print(f"| {data} | {method} | {seed} | {THRESHOLDS[chosen]:.2f} | {on_test[chosen]:.3f} "
-                  f"| {THRESHOLDS[best]:.2f} | {on_test[best]:.3f} |", flush=True)
+            print(
+                f"| {data} | {method} | {seed} | {THRESHOLDS[chosen]:.2f} | {on_test[chosen]:.3f} "
+                f"| {THRESHOLDS[best]:.2f} | {on_test[best]:.3f} |",
+                flush=True,
+            )
         print(f"| {data} | {method} | mean | | {np.mean(chosen_vois):.3f} | | {np.mean(best_vois):.3f} |", flush=True)
 
 

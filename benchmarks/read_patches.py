@@ -3,7 +3,7 @@
 Usage: python benchmarks/read_patches.py [--shape Z Y X] [--patch Z Y X] [--reads N] [--dir DIR]
 
 Writes one uint8 EM-like volume (smoothed noise, so it compresses like EM) in each format,
-then reads random patches through ``neuropil.data.io.open_volume`` and, for comparison,
+then reads random patches through ``neuropil.io.open_volume`` and, for comparison,
 directly through the library a user would otherwise call (h5py, zarr, tensorstore for N5
 when installed). The last column compares with what training consumes: a batch of 2
 patches per step at 0.3-1 s/step on this CPU needs 2-7 patches/s.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from neuropil.data.io import open_volume, write_volume
+from neuropil.io import open_volume, write_volume
 
 NEEDED_PER_SECOND = (2 / 1.0, 2 / 0.3)  # batch of 2 at 1 s/step .. 0.3 s/step
 
@@ -73,23 +73,34 @@ def main() -> None:
         rows.append(("numpy in memory", volume.nbytes, numpy_rate, None))
         for name, (address, options) in files.items():
             write_volume(address, volume, **options)
-            size = sum(p.stat().st_size for p in Path(address.split(":")[0].rsplit("/raw", 1)[0]).rglob("*") if p.is_file()) \
-                if ":" not in address else Path(address.split(":")[0]).stat().st_size
+            size = (
+                sum(
+                    p.stat().st_size for p in Path(address.split(":")[0].rsplit("/raw", 1)[0]).rglob("*") if p.is_file()
+                )
+                if ":" not in address
+                else Path(address.split(":")[0]).stat().st_size
+            )
             with open_volume(address) as opened:
                 ours = time_reads(lambda region: opened[region], offsets, args.patch)
             theirs = direct_reader(name, address)
             direct = time_reads(theirs, offsets, args.patch) if theirs else None
             rows.append((name, size, ours, direct))
-        print(f"volume {tuple(args.shape)} uint8, chunks {chunks}, {args.reads} random {tuple(args.patch)} patches; "
-              f"training needs {NEEDED_PER_SECOND[0]:.0f}-{NEEDED_PER_SECOND[1]:.1f} patches/s "
-              "(batch 2 at 1-0.3 s/step)")
-        print(f"| {'format':<16} | {'MB on disk':>10} | {'open_volume patches/s':>21} | {'direct library patches/s':>24} | "
-              f"{'x needed (at 0.3 s/step)':>24} |")
+        print(
+            f"volume {tuple(args.shape)} uint8, chunks {chunks}, {args.reads} random {tuple(args.patch)} patches; "
+            f"training needs {NEEDED_PER_SECOND[0]:.0f}-{NEEDED_PER_SECOND[1]:.1f} patches/s "
+            "(batch 2 at 1-0.3 s/step)"
+        )
+        print(
+            f"| {'format':<16} | {'MB on disk':>10} | {'open_volume patches/s':>21} | {'direct library patches/s':>24} | "
+            f"{'x needed (at 0.3 s/step)':>24} |"
+        )
         print(f"|{'-' * 18}|{'-' * 12}|{'-' * 23}|{'-' * 26}|{'-' * 26}|")
         for name, size, ours, direct in rows:
             direct_text = f"{direct:.1f}" if direct else "-"
-            print(f"| {name:<16} | {size / 1e6:>10.1f} | {ours:>21.1f} | {direct_text:>24} | "
-                  f"{ours / NEEDED_PER_SECOND[1]:>24.1f} |")
+            print(
+                f"| {name:<16} | {size / 1e6:>10.1f} | {ours:>21.1f} | {direct_text:>24} | "
+                f"{ours / NEEDED_PER_SECOND[1]:>24.1f} |"
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -42,7 +42,9 @@ def main() -> None:
         volume = generate(name, shape=shape, seed=args.seed)
         seconds = time.perf_counter() - start
         zero = float((volume.labels == 0).mean())
-        print(f"{name:<12} {str(volume.voxel_size):<18} {str(shape):<16} {seconds:8.3f} {int(volume.labels.max()):8d} {zero:8.3f}")
+        print(
+            f"{name:<12} {str(volume.voxel_size):<18} {str(shape):<16} {seconds:8.3f} {int(volume.labels.max()):8d} {zero:8.3f}"
+        )
         middle = shape[0] // 2
         axes[0, column].imshow(volume.raw[middle], cmap="gray", vmin=0, vmax=255)
         axes[0, column].set_title(f"{name}\n{volume.voxel_size} nm", fontsize=9)

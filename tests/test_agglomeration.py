@@ -3,10 +3,10 @@ import os
 import numpy as np
 import pytest
 
-from neuropil.agglomeration import agglomerate, agglomeration, segment
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import evaluate
-from neuropil.watershed import affinities_from_boundaries
+from neuropil.segment import agglomerate, agglomeration, segment
+from neuropil.segment.affinities import affinities_from_boundaries
 
 
 def same_partition(a, b):
@@ -143,8 +143,8 @@ def test_segment_from_affinities_separates_objects():
         here[axis] = slice(1, None)
         there[axis] = slice(None, -1)
         affinities[axis][tuple(here)] = 0.9 * (labels[tuple(here)] == labels[tuple(there)])
-    result = segment(affinities, threshold=0.5)
-    assert evaluate(result, labels).voi == pytest.approx(0.0)
+    result = segment(affinities, voxel_size=(25, 13, 13), thresholds=(0.5,))
+    assert evaluate(result.segmentations[0], labels).voi == pytest.approx(0.0)
 
 
 def test_agglomerate_rejects_mismatched_shapes_and_negative_ids(random_case):
@@ -183,7 +183,7 @@ def test_mutex_merges_attractive_and_keeps_repulsive_edges_apart():
 
 
 def test_negative_thresholds_and_empty_affinities_are_refused():
-    from neuropil.watershed import fragments as watershed_fragments
+    from neuropil.segment.watershed import fragments as watershed_fragments
 
     affinities = np.ones((3, 2, 4, 4), dtype=np.float32)
     pieces = np.arange(1, 33, dtype=np.uint64).reshape(2, 4, 4)
@@ -194,7 +194,7 @@ def test_negative_thresholds_and_empty_affinities_are_refused():
 
 
 def test_distinct_keys_by_table_and_by_sort_agree():
-    from neuropil.agglomeration.graph import _distinct
+    from neuropil.segment.graph import _distinct
 
     keys = np.random.default_rng(2).integers(0, 5000, size=3000).astype(np.int64)
     by_table = _distinct(keys, 5000)  # a table over the 5000 possible keys

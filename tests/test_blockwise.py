@@ -6,17 +6,17 @@ import scipy.ndimage
 import torch
 import zarr
 
-from neuropil import blockwise
-from neuropil.agglomeration import agglomerate
-from neuropil.agglomeration.learned import train
 from neuropil.blockwise import blocks, predict_blockwise, run_blocks, segment_blockwise
+from neuropil.blockwise import segment as blockwise_segment
+from neuropil.checkpoint import load_model, save_checkpoint
 from neuropil.cli import main
-from neuropil.data.io import read_volume, write_volume
 from neuropil.data.resample import resample, resample_region
 from neuropil.errors import NeuropilError
+from neuropil.io import read_volume, write_volume
 from neuropil.model import ModelConfig, UNet3D
 from neuropil.predict import predict_affinities
-from neuropil.train import load_model, save_checkpoint
+from neuropil.segment import agglomerate
+from neuropil.segment.learned import train
 
 BLOCK = (5, 16, 13)
 
@@ -51,8 +51,14 @@ def test_run_blocks_resumes_with_the_unfinished_blocks(tmp_path):
     assert (1, 0, 0) not in finished and finished
 
     calls.clear()
-    results = run_blocks(lambda block: sum(block.index) * 10, todo, tmp_path / "done", description="test",
-                         scheduler="synchronous", progress=False)
+    results = run_blocks(
+        lambda block: sum(block.index) * 10,
+        todo,
+        tmp_path / "done",
+        description="test",
+        scheduler="synchronous",
+        progress=False,
+    )
     assert set(calls) == set()  # the first function is not called again
     assert set(results) == {b.index for b in todo}
     for block in todo:  # finished blocks keep their recorded result; the rest ran now
@@ -78,8 +84,13 @@ def checkpoint(tmp_path_factory):
 def test_blockwise_prediction_equals_whole_volume_prediction(tmp_path, checkpoint):
     raw = np.random.default_rng(0).integers(0, 255, size=(20, 70, 50), dtype=np.uint8)
     write_volume(f"{tmp_path / 'raw.h5'}:raw", raw, voxel_size=(20, 10, 10))
-    written = predict_blockwise(checkpoint, f"{tmp_path / 'raw.h5'}:raw", f"{tmp_path / 'out.zarr'}/affs",
-                                block_shape=(8, 32, 24), progress=False)
+    written = predict_blockwise(
+        checkpoint,
+        f"{tmp_path / 'raw.h5'}:raw",
+        f"{tmp_path / 'out.zarr'}/affs",
+        block_shape=(8, 32, 24),
+        progress=False,
+    )
     assert written.shape == (3, 20, 70, 50)
     whole = predict_affinities(raw, load_model(checkpoint), tile_shape=None, progress=False)
     np.testing.assert_allclose(read_volume(f"{tmp_path / 'out.zarr'}/affs"), whole, atol=1e-5)
@@ -93,13 +104,30 @@ def test_blockwise_prediction_cli_and_bad_input(tmp_path, checkpoint, capsys):
     raw = np.random.default_rng(1).integers(0, 255, size=(8, 32, 32), dtype=np.uint8)
     write_volume(f"{tmp_path / 'raw.h5'}:raw", raw, voxel_size=(20, 10, 10))
     out = f"{tmp_path / 'out.zarr'}/affs"
-    assert main(["predict", str(checkpoint), f"{tmp_path / 'raw.h5'}:raw", out, "--block", "8", "16", "16",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["predict", str(checkpoint), f"{tmp_path / 'raw.h5'}:raw", out, "--block", "8", "16", "16", "--no-progress"]
+        )
+        == 0
+    )
     whole = predict_affinities(raw, load_model(checkpoint), tile_shape=None, progress=False)
     np.testing.assert_allclose(read_volume(out), whole, atol=1e-5)
     capsys.readouterr()
-    assert main(["predict", str(checkpoint), f"{tmp_path / 'raw.h5'}:raw", str(tmp_path / "affs.h5"),
-                 "--block", "8", "16", "16"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(checkpoint),
+                f"{tmp_path / 'raw.h5'}:raw",
+                str(tmp_path / "affs.h5"),
+                "--block",
+                "8",
+                "16",
+                "16",
+            ]
+        )
+        == 2
+    )
     assert "blockwise output must be a zarr array" in capsys.readouterr().err
     write_volume(f"{tmp_path / 'unknown.h5'}:raw", raw)
     with pytest.raises(NeuropilError, match="voxel size unknown"):
@@ -111,8 +139,13 @@ def test_blockwise_prediction_cli_and_bad_input(tmp_path, checkpoint, capsys):
 def test_blockwise_prediction_rescales_like_the_whole_volume(tmp_path, checkpoint, voxel_size):
     raw = np.random.default_rng(2).integers(0, 255, size=(16, 60, 50), dtype=np.uint8)
     write_volume(f"{tmp_path / 'raw.h5'}:raw", raw, voxel_size=voxel_size)
-    written = predict_blockwise(checkpoint, f"{tmp_path / 'raw.h5'}:raw", f"{tmp_path / 'out.zarr'}/affs",
-                                block_shape=(8, 16, 16), progress=False)
+    written = predict_blockwise(
+        checkpoint,
+        f"{tmp_path / 'raw.h5'}:raw",
+        f"{tmp_path / 'out.zarr'}/affs",
+        block_shape=(8, 16, 16),
+        progress=False,
+    )
     rescaled = resample(raw, voxel_size=voxel_size, target_voxel_size=(20.0, 10.0, 10.0))
     whole = predict_affinities(rescaled, load_model(checkpoint), tile_shape=None, progress=False)
     assert written.shape == whole.shape and written.input_voxel_size == voxel_size
@@ -148,8 +181,14 @@ def volumes(tmp_path_factory):
     write_volume(f"{folder / 'in.zarr'}/image", image)
     write_volume(f"{folder / 'in.zarr'}/boundaries", boundaries)
     write_volume(f"{folder / 'in.zarr'}/fragments", fragments)
-    return {"folder": folder, "affinities": affinities, "boundaries": boundaries, "fragments": fragments,
-            "truth": truth, "image": image}
+    return {
+        "folder": folder,
+        "affinities": affinities,
+        "boundaries": boundaries,
+        "fragments": fragments,
+        "truth": truth,
+        "image": image,
+    }
 
 
 @pytest.mark.parametrize("method", ["mean", "quantile"])
@@ -157,9 +196,16 @@ def volumes(tmp_path_factory):
 def test_blockwise_segmentation_equals_in_memory_agglomeration(tmp_path, volumes, method, channel):
     thresholds = [0.3, 0.5, 0.9]
     outputs = [f"{tmp_path / 'out.zarr'}/t{t}" for t in thresholds]
-    segment_blockwise(f"{volumes['folder'] / 'in.zarr'}/{channel}", outputs, thresholds=thresholds,
-                      fragments=f"{volumes['folder'] / 'in.zarr'}/fragments", method=method, block_shape=BLOCK,
-                      scheduler="synchronous", progress=False)
+    segment_blockwise(
+        f"{volumes['folder'] / 'in.zarr'}/{channel}",
+        outputs,
+        thresholds=thresholds,
+        fragments=f"{volumes['folder'] / 'in.zarr'}/fragments",
+        method=method,
+        block_shape=BLOCK,
+        scheduler="synchronous",
+        progress=False,
+    )
     expected = agglomerate(volumes[channel], volumes["fragments"], method=method, thresholds=thresholds)
     for output, segmentation in zip(outputs, expected):
         np.testing.assert_array_equal(read_volume(output), segmentation)
@@ -174,11 +220,21 @@ def test_blockwise_learned_agglomeration_equals_in_memory(tmp_path, volumes, cha
     model = train(volumes[channel], volumes["fragments"], volumes["truth"], image=image, epochs=2, n_estimators=10)
     thresholds = [0.2, 0.5, 0.8]
     outputs = [f"{tmp_path / 'out.zarr'}/t{t}" for t in thresholds]
-    segment_blockwise(f"{folder}/{channel}", outputs, thresholds=thresholds, fragments=f"{folder}/fragments",
-                      method="learned", model=model, image=f"{folder}/image" if with_image else None,
-                      block_shape=BLOCK, scheduler="synchronous", progress=False)
-    expected = agglomerate(volumes[channel], volumes["fragments"], method="learned", model=model, image=image,
-                           thresholds=thresholds)
+    segment_blockwise(
+        f"{folder}/{channel}",
+        outputs,
+        thresholds=thresholds,
+        fragments=f"{folder}/fragments",
+        method="learned",
+        model=model,
+        image=f"{folder}/image" if with_image else None,
+        block_shape=BLOCK,
+        scheduler="synchronous",
+        progress=False,
+    )
+    expected = agglomerate(
+        volumes[channel], volumes["fragments"], method="learned", model=model, image=image, thresholds=thresholds
+    )
     for output, segmentation in zip(outputs, expected):
         np.testing.assert_array_equal(read_volume(output), segmentation)
     assert len(np.unique(expected[0])) > len(np.unique(expected[-1])) > 1
@@ -187,8 +243,15 @@ def test_blockwise_learned_agglomeration_equals_in_memory(tmp_path, volumes, cha
 def test_blockwise_fragments_are_unique_across_blocks_and_merge_back(tmp_path, volumes):
     source = f"{volumes['folder'] / 'in.zarr'}/affinities"
     out = tmp_path / "out.zarr"
-    segment_blockwise(source, [f"{out}/none", f"{out}/all"], thresholds=[0.0, 2.0], block_shape=BLOCK,
-                      scheduler="threads", num_workers=2, progress=False)
+    segment_blockwise(
+        source,
+        [f"{out}/none", f"{out}/all"],
+        thresholds=[0.0, 2.0],
+        block_shape=BLOCK,
+        scheduler="threads",
+        num_workers=2,
+        progress=False,
+    )
     pieces, merged = read_volume(f"{out}/none"), read_volume(f"{out}/all")
     owner = np.zeros(pieces.shape, dtype=int)
     for number, block in enumerate(blocks(pieces.shape, BLOCK)):
@@ -206,14 +269,14 @@ def test_blockwise_fragments_are_unique_across_blocks_and_merge_back(tmp_path, v
 def test_blockwise_segmentation_resumes_after_a_failure(tmp_path, volumes, monkeypatch):
     source = f"{volumes['folder'] / 'in.zarr'}/affinities"
     output = f"{tmp_path / 'out.zarr'}/segmentation"
-    original = blockwise._relabel_block
+    original = blockwise_segment._relabel_block
 
     def failing(block, **options):
         if block.index == (1, 1, 1):
             raise RuntimeError("killed")
         return original(block, **options)
 
-    monkeypatch.setattr(blockwise, "_relabel_block", failing)
+    monkeypatch.setattr(blockwise_segment, "_relabel_block", failing)
     with pytest.raises(RuntimeError, match="killed"):
         segment_blockwise(source, [output], block_shape=BLOCK, scheduler="synchronous", progress=False)
     work = tmp_path / "out.zarr" / "segmentation.work"
@@ -223,9 +286,9 @@ def test_blockwise_segmentation_resumes_after_a_failure(tmp_path, volumes, monke
     def not_again(block, **options):
         pytest.fail("a finished pass ran again")
 
-    monkeypatch.setattr(blockwise, "_watershed_block", not_again)
-    monkeypatch.setattr(blockwise, "_edges_block", not_again)
-    monkeypatch.setattr(blockwise, "_relabel_block", original)
+    monkeypatch.setattr(blockwise_segment, "_watershed_block", not_again)
+    monkeypatch.setattr(blockwise_segment, "_edges_block", not_again)
+    monkeypatch.setattr(blockwise_segment, "_relabel_block", original)
     segment_blockwise(source, [output], block_shape=BLOCK, scheduler="synchronous", progress=False)
     assert not work.exists()
     monkeypatch.undo()
@@ -237,8 +300,25 @@ def test_blockwise_segmentation_resumes_after_a_failure(tmp_path, volumes, monke
 def test_blockwise_segmentation_in_worker_processes_and_cli(tmp_path, volumes):
     source = f"{volumes['folder'] / 'in.zarr'}/affinities"
     out = f"{tmp_path / 'out.zarr'}/segmentation"
-    assert main(["segment", source, out, "--fragments", f"{volumes['folder'] / 'in.zarr'}/fragments",
-                 "--block", *map(str, BLOCK), "--workers", "2", "--scheduler", "processes", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                source,
+                out,
+                "--fragments",
+                f"{volumes['folder'] / 'in.zarr'}/fragments",
+                "--block",
+                *map(str, BLOCK),
+                "--workers",
+                "2",
+                "--scheduler",
+                "processes",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     (expected,) = agglomerate(volumes["affinities"], volumes["fragments"], thresholds=[0.5])
     np.testing.assert_array_equal(read_volume(out), expected)
 
@@ -250,8 +330,9 @@ def test_blockwise_segmentation_bad_input(tmp_path, volumes, capsys):
         segment_blockwise(f"{folder}/affinities", [out], method="mutex")
     with pytest.raises(NeuropilError, match="needs a trained model"):
         segment_blockwise(f"{folder}/affinities", [out], method="learned")
-    model = train(volumes["affinities"], volumes["fragments"], volumes["truth"], image=volumes["image"], epochs=1,
-                  n_estimators=2)
+    model = train(
+        volumes["affinities"], volumes["fragments"], volumes["truth"], image=volumes["image"], epochs=1, n_estimators=2
+    )
     with pytest.raises(NeuropilError, match="give the image too"):
         segment_blockwise(f"{folder}/affinities", [out], method="learned", model=model)
     with pytest.raises(NeuropilError, match="one output per threshold"):
@@ -269,10 +350,13 @@ def test_blockwise_segmentation_runs_on_a_running_distributed_client(tmp_path, v
     distributed = pytest.importorskip("distributed")
     folder = volumes["folder"] / "in.zarr"
     out = f"{tmp_path / 'out.zarr'}/segmentation"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         with distributed.Client(cluster) as client:
-            segment_blockwise(f"{folder}/affinities", [out], fragments=f"{folder}/fragments", block_shape=BLOCK,
-                              progress=False)
+            segment_blockwise(
+                f"{folder}/affinities", [out], fragments=f"{folder}/fragments", block_shape=BLOCK, progress=False
+            )
             ran = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.task_groups))
     assert ran > 0  # the tasks went through the cluster's scheduler
     (expected,) = agglomerate(volumes["affinities"], volumes["fragments"], thresholds=[0.5])

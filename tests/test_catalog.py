@@ -7,7 +7,8 @@ import pytest
 
 from neuropil.cli import main
 from neuropil.conventions import LabelZero
-from neuropil.data.catalog import LabelCoverage, dataset_info, get_dataset, load_catalog
+from neuropil.data.catalog import LabelCoverage, get_dataset, load_catalog
+from neuropil.data.info import dataset_info
 from neuropil.data.labels import load_training_volume
 from neuropil.errors import NeuropilError
 
@@ -51,8 +52,17 @@ def user_catalog(tmp_path, monkeypatch):
 def test_builtin_catalog_declares_the_method_datasets(monkeypatch):
     monkeypatch.delenv("NEUROPIL_CATALOG", raising=False)
     catalog = load_catalog()
-    assert {"snemi3d", "cremi-a", "cremi-b", "cremi-c", "fib25", "fib-gala", "snemi-mini", "isbi2012",
-            "vnc-gerhard2013"} <= set(catalog)
+    assert {
+        "snemi3d",
+        "cremi-a",
+        "cremi-b",
+        "cremi-c",
+        "fib25",
+        "fib-gala",
+        "snemi-mini",
+        "isbi2012",
+        "vnc-gerhard2013",
+    } <= set(catalog)
     assert catalog["snemi3d"].voxel_size == (29, 6, 6)
     assert catalog["cremi-b"].voxel_size == (40, 4, 4)
     assert catalog["fib25"].voxel_size == (10, 10, 10)
@@ -123,8 +133,10 @@ def test_cli_lists_and_describes(user_catalog, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["voxel_size"] == [30.0, 6.0, 6.0]
 
 
-@pytest.mark.parametrize("argv", [["data", "info", "nothing-here.h5:raw"], ["data", "info", "not-a-dataset"],
-                                  ["data", "fetch", "not-a-dataset"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["data", "info", "nothing-here.h5:raw"], ["data", "info", "not-a-dataset"], ["data", "fetch", "not-a-dataset"]],
+)
 def test_cli_bad_input_exits_2_with_one_line(user_catalog, capsys, argv):
     assert main(argv) == 2
     error = capsys.readouterr().err
@@ -135,13 +147,16 @@ def test_cli_bad_input_exits_2_with_one_line(user_catalog, capsys, argv):
 
 SHARED = {
     # dataset: volume -> (shape, raw dtype, labels dtype, voxel size, number of label ids or the codes)
-    "fib-gala": {"train": ((50, 100, 200), "uint8", "int32", (10, 10, 10), 87),
-                 "test": ((50, 100, 200), "uint8", "int32", (10, 10, 10), 132)},
+    "fib-gala": {
+        "train": ((50, 100, 200), "uint8", "int32", (10, 10, 10), 87),
+        "test": ((50, 100, 200), "uint8", "int32", (10, 10, 10), 132),
+    },
     "snemi-mini": {"train": ((32, 160, 160), None, "uint8", (29, 6, 6), 27)},
     # semantic label maps: every code present, 0 included (PROVENANCE.md of each set)
     "isbi2012": {"train": ((30, 512, 512), "uint8", "uint8", (50, 4, 4), [0, 255])},
-    "vnc-gerhard2013": {"stack1": ((20, 1024, 1024), "uint8", "uint8", (50, 4.6, 4.6),
-                                   [0, 32, 64, 96, 128, 159, 191, 223, 255])},
+    "vnc-gerhard2013": {
+        "stack1": ((20, 1024, 1024), "uint8", "uint8", (50, 4.6, 4.6), [0, 32, 64, 96, 128, 159, 191, 223, 255])
+    },
 }
 
 
@@ -161,12 +176,13 @@ def test_every_shared_set_loads_through_the_catalog(shared_data, name):
 
 
 def test_fib_gala_png_slices_equal_the_hdf5_raw(shared_data):
-    from neuropil.data.io import read_volume
+    from neuropil.io import read_volume
 
     dataset = get_dataset("fib-gala")
     volume = dataset.volumes["train"]
-    np.testing.assert_array_equal(read_volume(dataset.address(volume.extra["raw_png"])),
-                                  read_volume(dataset.address(volume.raw)))
+    np.testing.assert_array_equal(
+        read_volume(dataset.address(volume.extra["raw_png"])), read_volume(dataset.address(volume.raw))
+    )
 
 
 @pytest.mark.parametrize("name, objects_at_least", [("isbi2012", 1000), ("vnc-gerhard2013", 1000)])

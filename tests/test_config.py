@@ -5,6 +5,7 @@ import pytest
 import torch
 import yaml
 
+from neuropil.checkpoint import load_checkpoint, load_model, save_checkpoint
 from neuropil.cli import main
 from neuropil.config import (
     DatasetDomain,
@@ -14,12 +15,11 @@ from neuropil.config import (
     parse_config,
     save_config,
 )
-from neuropil.data.io import open_volume, read_volume, write_volume
 from neuropil.data.resample import resample
 from neuropil.errors import NeuropilError
+from neuropil.io import open_volume, read_volume, write_volume
 from neuropil.model import ModelConfig, UNet3D
 from neuropil.predict import predict_affinities
-from neuropil.train import load_checkpoint, load_model, save_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TARGET = [25.0, 13.0, 13.0]
@@ -52,10 +52,14 @@ def test_config_fills_the_model_voxel_size_and_reads_back_equal(tmp_path):
 
 
 def test_domain_weights_feed_the_sampler():
-    config = parse_config(tiny(domains={
-        "a": {"synthetic": "cremi-like", "weight": 3},
-        "b": {"synthetic": "fib-like"},
-    }))
+    config = parse_config(
+        tiny(
+            domains={
+                "a": {"synthetic": "cremi-like", "weight": 3},
+                "b": {"synthetic": "fib-like"},
+            }
+        )
+    )
     assert config.weights == {"a": 3.0, "b": 1.0}
 
 
@@ -105,16 +109,21 @@ def test_example_configs_are_valid():
     assert set(synthetic.domains) == {"cremi-like", "snemi-like", "fib-like"}
     mixed = load_config(CONFIGS / "real-and-synthetic.yaml")
     kinds = {name: type(domain) for name, domain in mixed.domains.items()}
-    assert kinds == {"fib-gala": DatasetDomain, "isbi2012": DatasetDomain, "vnc-gerhard2013": DatasetDomain,
-                     "cryo-ecs": SyntheticDomain}
+    assert kinds == {
+        "fib-gala": DatasetDomain,
+        "isbi2012": DatasetDomain,
+        "vnc-gerhard2013": DatasetDomain,
+        "cryo-ecs": SyntheticDomain,
+    }
     for config in (synthetic, mixed):
         divisor = UNet3D(config.model).divisor
         assert all(p % d == 0 for p, d in zip(config.train.patch_shape, divisor))
 
 
 def test_synthetic_domains_hold_disjoint_validation_volumes():
-    config = parse_config(tiny(domains={"fly": {"synthetic": "cremi-like", "volumes": 2, "shape": [6, 24, 24],
-                                                "validation_volumes": 1}}))
+    config = parse_config(
+        tiny(domains={"fly": {"synthetic": "cremi-like", "volumes": 2, "shape": [6, 24, 24], "validation_volumes": 1}})
+    )
     training, validation = build_domains(config)
     volumes = training["fly"] + validation["fly"]
     assert [v.raw.shape for v in volumes] == [(6, 24, 24)] * 3
@@ -135,10 +144,13 @@ def test_dataset_band_width_domain_over_entry_over_run(shared_data):
 
 
 def test_real_and_synthetic_domains_train_together(shared_data, tmp_path):
-    config = tiny(domains={
-        "isbi2012": {"dataset": "isbi2012"},
-        "fly": {"synthetic": "cremi-like", "volumes": 1, "shape": [6, 24, 24], "validation_volumes": 0},
-    }, train={"iterations": 2, "patch_shape": [4, 16, 16], "checkpoint_every": 2, "augment": False})
+    config = tiny(
+        domains={
+            "isbi2012": {"dataset": "isbi2012"},
+            "fly": {"synthetic": "cremi-like", "volumes": 1, "shape": [6, 24, 24], "validation_volumes": 0},
+        },
+        train={"iterations": 2, "patch_shape": [4, 16, 16], "checkpoint_every": 2, "augment": False},
+    )
     path = write_yaml(tmp_path / "mixed.yaml", config)
     assert main(["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     validation = (tmp_path / "run" / "validation.csv").read_text().splitlines()
@@ -163,7 +175,13 @@ def test_train_command_trains_saves_config_and_resumes(tmp_path):
     assert main(["train", str(config_path), "--out", str(out), "--no-progress"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 6
     assert [line.split(",")[0] for line in (out / "log.csv").read_text().splitlines()] == [
-        "iteration", "1", "2", "3", "4", "5", "6"
+        "iteration",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
     ]
     second = load_model(out / "checkpoint.pt").state_dict()
     assert any(not torch.equal(first[k], second[k]) for k in first)
@@ -198,8 +216,12 @@ def test_predict_rescales_to_the_model_voxel_size(tmp_path, checkpoint):
     raw = np.random.default_rng(0).integers(0, 256, size=(10, 40, 36), dtype=np.uint8)
     write_volume(tmp_path / "raw.h5:raw", raw, voxel_size=(50.0, 6.5, 6.5))
     out = f"{tmp_path / 'affs.zarr'}/affinities"
-    assert main(["predict", str(checkpoint), f"{tmp_path / 'raw.h5'}:raw", out, "--tile", "8", "16", "16",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["predict", str(checkpoint), f"{tmp_path / 'raw.h5'}:raw", out, "--tile", "8", "16", "16", "--no-progress"]
+        )
+        == 0
+    )
     with open_volume(out) as volume:
         assert volume.dtype == np.float32 and volume.voxel_size == (25.0, 13.0, 13.0)
         affinities = volume.read()
@@ -216,8 +238,22 @@ def test_predict_at_the_model_voxel_size_is_plain_prediction(tmp_path, checkpoin
     # A TIFF stores no voxel size: it must be given.
     assert main(["predict", str(checkpoint), str(tmp_path / "raw.tif"), f"{out}:affs", "--no-progress"]) == 2
     assert not out.exists()
-    assert main(["predict", str(checkpoint), str(tmp_path / "raw.tif"), f"{out}:affs", "--voxel-size", "25", "13",
-                 "13", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(checkpoint),
+                str(tmp_path / "raw.tif"),
+                f"{out}:affs",
+                "--voxel-size",
+                "25",
+                "13",
+                "13",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     expected = predict_affinities(raw, load_model(checkpoint), progress=False)
     np.testing.assert_array_equal(read_volume(f"{out}:affs"), expected)
     assert not list(tmp_path.glob("*.partial"))
@@ -247,17 +283,23 @@ def test_predict_takes_the_voxel_size_from_the_catalog(shared_data, tmp_path, ch
     assert main(["predict", str(checkpoint), "fib-gala/test", out, "--no-progress"]) == 0
     with open_volume(out) as volume:
         assert volume.shape == (3, 20, 77, 154) and volume.voxel_size == (25.0, 13.0, 13.0)
-    assert main(["predict", str(checkpoint), "fib-gala/test", out, "--voxel-size", "10", "4", "4",
-                 "--no-progress"]) == 2
+    assert (
+        main(["predict", str(checkpoint), "fib-gala/test", out, "--voxel-size", "10", "4", "4", "--no-progress"]) == 2
+    )
 
 
 def test_centre_crop_keeps_the_middle_of_large_validation_volumes():
-    from neuropil.data.sampling import TrainingVolume
-    from neuropil.train import centre_crop
+    from neuropil.data.volumes import TrainingVolume
+    from neuropil.train.trainer import centre_crop
 
     labels = np.arange(6 * 10 * 7, dtype=np.uint64).reshape(6, 10, 7)
-    volume = TrainingVolume(raw=labels.astype(np.uint8), labels=labels, voxel_size=(25.0, 13.0, 13.0),
-                            known=labels % 2 == 0, in_plane_only=True)
+    volume = TrainingVolume(
+        raw=labels.astype(np.uint8),
+        labels=labels,
+        voxel_size=(25.0, 13.0, 13.0),
+        known=labels % 2 == 0,
+        in_plane_only=True,
+    )
     crop = centre_crop(volume, (4, 4, 8))
     np.testing.assert_array_equal(crop.labels, labels[1:5, 3:7, :])
     np.testing.assert_array_equal(crop.known, labels[1:5, 3:7, :] % 2 == 0)

@@ -6,9 +6,9 @@ from skimage.metrics import adapted_rand_error as skimage_adapted_rand_error
 from skimage.metrics import variation_of_information as skimage_variation_of_information
 
 from neuropil.cli import main
-from neuropil.data.io import write_volume
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import adapted_rand_error, evaluate, variation_of_information
+from neuropil.io import write_volume
 
 
 def test_voi_of_pure_split_is_one_bit():

@@ -56,8 +56,12 @@ def server(tmp_path):
 
 
 def _dataset(url, name="blob.bin", sha256=None, unpack=None):
-    return DatasetEntry(name="toy", voxel_size=(40, 4, 4), volumes={"a": VolumeEntry(raw=name)},
-                        files=[FileEntry(name=name, url=f"{url}/{name}", sha256=sha256, unpack=unpack)])
+    return DatasetEntry(
+        name="toy",
+        voxel_size=(40, 4, 4),
+        volumes={"a": VolumeEntry(raw=name)},
+        files=[FileEntry(name=name, url=f"{url}/{name}", sha256=sha256, unpack=unpack)],
+    )
 
 
 def test_fetch_verifies_the_checksum(server, tmp_path):

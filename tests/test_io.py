@@ -1,10 +1,10 @@
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-import imageio.v3 as iio
 
-from neuropil.data.io import parse_address, read_volume, write_volume
 from neuropil.errors import NeuropilError
+from neuropil.io import parse_address, read_volume, write_volume
 
 
 @pytest.mark.parametrize(

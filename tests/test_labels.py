@@ -7,9 +7,7 @@ from neuropil.errors import NeuropilError
 
 
 def test_semantic_codes_by_hand():
-    codes = np.array([[[255, 255, 0, 255],
-                       [0, 0, 0, 255],
-                       [255, 223, 159, 7]]], dtype=np.uint8)
+    codes = np.array([[[255, 255, 0, 255], [0, 0, 0, 255], [255, 223, 159, 7]]], dtype=np.uint8)
     labels, known = instances_from_semantic(codes, interior=[255], boundary=[0, 159], unknown=[223])
     np.testing.assert_array_equal(labels, [[[1, 1, 0, 2], [0, 0, 0, 2], [3, 0, 0, 0]]])
     # 223 is unknown, 7 is named nowhere: both masked.

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from neuropil.agglomeration import agglomerate
-from neuropil.agglomeration.learned import MergeClassifier, train
 from neuropil.errors import NeuropilError
+from neuropil.segment import agglomerate
+from neuropil.segment.learned import MergeClassifier, train
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_learned_agglomeration_recovers_the_two_objects(toy):
 def test_forest_arrays_match_scikit_learn():
     from sklearn.ensemble import RandomForestClassifier
 
-    from neuropil.agglomeration.learned import forest_from_sklearn
+    from neuropil.segment.learned import forest_from_sklearn
 
     rng = np.random.default_rng(1)
     features = rng.normal(size=(200, 5))
@@ -78,37 +78,118 @@ def test_learned_without_model_is_an_error(toy):
 
 def test_train_and_segment_commands(tmp_path, toy):
     from neuropil.cli import main
-    from neuropil.data.io import read_volume, write_volume
+    from neuropil.io import read_volume, write_volume
 
     boundaries, fragments, gt = toy
     write_volume(f"{tmp_path}/in.h5:boundaries", boundaries)
     write_volume(f"{tmp_path}/in.h5:fragments", fragments)
     write_volume(f"{tmp_path}/in.h5:gt", gt.astype(np.uint64))
     common = ["--fragments", f"{tmp_path}/in.h5:fragments"]
-    assert main(["agglomeration", "train", *common, "--boundaries", f"{tmp_path}/in.h5:boundaries",
-                 "--gt", f"{tmp_path}/in.h5:gt", "--out", str(tmp_path / "model.npz"), "--trees", "5"]) == 0
-    assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:seg", *common,
-                 "--method", "learned", "--model", str(tmp_path / "model.npz"), "--threshold", "0.3", "0.6"]) == 0
+    assert (
+        main(
+            [
+                "agglomeration",
+                "train",
+                *common,
+                "--boundaries",
+                f"{tmp_path}/in.h5:boundaries",
+                "--gt",
+                f"{tmp_path}/in.h5:gt",
+                "--out",
+                str(tmp_path / "model.npz"),
+                "--trees",
+                "5",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "segment",
+                f"{tmp_path}/in.h5:boundaries",
+                f"{tmp_path}/out.h5:seg",
+                *common,
+                "--method",
+                "learned",
+                "--model",
+                str(tmp_path / "model.npz"),
+                "--threshold",
+                "0.3",
+                "0.6",
+            ]
+        )
+        == 0
+    )
     assert read_volume(f"{tmp_path}/out.h5:seg_t0.3").shape == fragments.shape
     assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:mean", *common]) == 0
-    assert main(["segment", f"{tmp_path}/in.h5:boundaries", f"{tmp_path}/out.h5:bad",
-                 "--fragments", f"{tmp_path}/in.h5:gt", "--method", "learned"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                f"{tmp_path}/in.h5:boundaries",
+                f"{tmp_path}/out.h5:bad",
+                "--fragments",
+                f"{tmp_path}/in.h5:gt",
+                "--method",
+                "learned",
+            ]
+        )
+        == 2
+    )
     image = (np.random.default_rng(3).uniform(size=gt.shape) * 255).astype(np.uint8)
     write_volume(f"{tmp_path}/in.h5:image", image)
-    assert main(["agglomeration", "train", *common, "--boundaries", f"{tmp_path}/in.h5:boundaries",
-                 "--gt", f"{tmp_path}/in.h5:gt", "--image", f"{tmp_path}/in.h5:image",
-                 "--out", str(tmp_path / "image.npz"), "--trees", "5", "--epochs", "2"]) == 0
-    with_image = [f"{tmp_path}/in.h5:boundaries", *common, "--method", "learned", "--model", str(tmp_path / "image.npz")]
-    assert main(["segment", *with_image[:1], f"{tmp_path}/out.h5:img", *with_image[1:],
-                 "--image", f"{tmp_path}/in.h5:image"]) == 0
+    assert (
+        main(
+            [
+                "agglomeration",
+                "train",
+                *common,
+                "--boundaries",
+                f"{tmp_path}/in.h5:boundaries",
+                "--gt",
+                f"{tmp_path}/in.h5:gt",
+                "--image",
+                f"{tmp_path}/in.h5:image",
+                "--out",
+                str(tmp_path / "image.npz"),
+                "--trees",
+                "5",
+                "--epochs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    with_image = [
+        f"{tmp_path}/in.h5:boundaries",
+        *common,
+        "--method",
+        "learned",
+        "--model",
+        str(tmp_path / "image.npz"),
+    ]
+    assert (
+        main(
+            [
+                "segment",
+                *with_image[:1],
+                f"{tmp_path}/out.h5:img",
+                *with_image[1:],
+                "--image",
+                f"{tmp_path}/in.h5:image",
+            ]
+        )
+        == 0
+    )
     assert read_volume(f"{tmp_path}/out.h5:img").shape == fragments.shape
     assert main(["segment", *with_image[:1], f"{tmp_path}/out.h5:noimg", *with_image[1:]]) == 2
 
 
 def test_image_channel_features_by_hand():
-    from neuropil.agglomeration import graph, merge
-    from neuropil.agglomeration.core import as_affinities
-    from neuropil.agglomeration.learned import feature_names, statistics, voxel_boundaries
+    from neuropil.segment import graph, merge
+    from neuropil.segment.affinities import as_affinities
+    from neuropil.segment.learned import feature_names, statistics, voxel_boundaries
 
     fragments = np.array([[[1, 1, 2, 2]]], dtype=np.uint64)
     boundaries = np.array([[[0.1, 0.3, 0.3, 0.1]]], dtype=np.float32)
@@ -122,9 +203,12 @@ def test_image_channel_features_by_hand():
     got = dict(zip(names, features[0]))
     # the contact joins the voxels of 0.2 and 0.4; the regions hold (0, 0.2) and (0.4, 1.0)
     expected = {
-        "image_contact_mean": 0.3, "image_contact_std": 0.0,
-        "smaller_image_mean": 0.1, "smaller_image_std": 0.1,
-        "larger_image_mean": 0.7, "larger_image_std": 0.3,
+        "image_contact_mean": 0.3,
+        "image_contact_std": 0.0,
+        "smaller_image_mean": 0.1,
+        "smaller_image_std": 0.1,
+        "larger_image_mean": 0.7,
+        "larger_image_std": 0.3,
         "image_mean_difference": 0.6,
         # the contact (0.3) against the closer interior (0.1)
         "image_contrast": 0.2,
@@ -132,9 +216,11 @@ def test_image_channel_features_by_hand():
         "interior_image_distance": 1.0,
         "interior_image_mean_difference": (3.5 + 7.5) / 16 - (0.5 + 1.5) / 16,
         # boundary 0.3 across the contact, 0.2 inside each region
-        "boundary_mean": 0.3, "boundary_contrast": 0.1,
+        "boundary_mean": 0.3,
+        "boundary_contrast": 0.1,
         # the one contact is all of each region's surface
-        "smaller_surface_fraction": 1.0, "larger_surface_fraction": 1.0,
+        "smaller_surface_fraction": 1.0,
+        "larger_surface_fraction": 1.0,
     }
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=1e-6), name
@@ -142,9 +228,9 @@ def test_image_channel_features_by_hand():
 
 def test_pair_shape_features_by_hand():
     """Two rods end to end continue each other; two rods side by side do not."""
-    from neuropil.agglomeration import graph, merge
-    from neuropil.agglomeration.core import as_affinities
-    from neuropil.agglomeration.learned import feature_names, statistics, voxel_boundaries
+    from neuropil.segment import graph, merge
+    from neuropil.segment.affinities import as_affinities
+    from neuropil.segment.learned import feature_names, statistics, voxel_boundaries
 
     def pair_features(fragments):
         boundaries = np.full(fragments.shape, 0.2, dtype=np.float32)
@@ -170,9 +256,9 @@ def test_pair_shape_features_by_hand():
 
 @pytest.mark.parametrize("image", [False, True])
 def test_features_after_a_merge_equal_those_of_the_merged_fragments(image):
-    from neuropil.agglomeration import graph, merge
-    from neuropil.agglomeration.core import as_affinities
-    from neuropil.agglomeration.learned import statistics, voxel_boundaries
+    from neuropil.segment import graph, merge
+    from neuropil.segment.affinities import as_affinities
+    from neuropil.segment.learned import statistics, voxel_boundaries
 
     rng = np.random.default_rng(4)
     fragments = np.repeat(np.repeat(np.array([[[1, 1, 2, 2, 3, 3, 4, 4]]], dtype=np.uint64), 3, axis=0), 4, axis=1)
@@ -190,8 +276,17 @@ def test_features_after_a_merge_equal_those_of_the_merged_fragments(image):
     contacts, edge_stats, node_stats = examples(fragments)
     same_object = np.ones(contacts.n_nodes, dtype=np.int64)
     *_, features, labels = merge.merge_until(
-        contacts.n_nodes, contacts.u, contacts.v, edge_stats, node_stats,
-        merge.BOUNDARY_MEAN, 50, 8, merge.Forest.empty().packed(), np.inf, same_object,
+        contacts.n_nodes,
+        contacts.u,
+        contacts.v,
+        edge_stats,
+        node_stats,
+        merge.BOUNDARY_MEAN,
+        50,
+        8,
+        merge.Forest.empty().packed(),
+        np.inf,
+        same_object,
     )
     assert labels.all() and len(features) == 3
     # the second example is the edge between the merged (1, 2) and 3
@@ -203,7 +298,7 @@ def test_features_after_a_merge_equal_those_of_the_merged_fragments(image):
 
 
 def test_merge_cost_is_the_voi_change_of_a_wrong_merge():
-    from neuropil.agglomeration.learned import feature_names, merge_cost
+    from neuropil.segment.learned import feature_names, merge_cost
 
     names = feature_names(8)
     features = np.zeros((2, len(names)))
@@ -234,7 +329,7 @@ def test_classifier_with_image_needs_the_image(tmp_path, toy):
 
 
 def test_classifier_file_errors_are_one_line(tmp_path):
-    from neuropil.agglomeration.learned import MergeClassifier
+    from neuropil.segment.learned import MergeClassifier
 
     with pytest.raises(NeuropilError, match="no such merge classifier"):
         MergeClassifier.load(tmp_path / "missing.npz")

@@ -27,8 +27,11 @@ def test_resampled_shape_matches_the_method_table(shape, voxel_size, expected):
 )
 def test_resampled_arrays_have_the_computed_shape(kind, shape, voxel_size):
     rng = np.random.default_rng(0)
-    array = {"image": rng.random(shape, dtype=np.float32), "labels": rng.integers(0, 9, shape, dtype=np.uint64),
-             "mask": rng.random(shape) > 0.2}[kind]
+    array = {
+        "image": rng.random(shape, dtype=np.float32),
+        "labels": rng.integers(0, 9, shape, dtype=np.uint64),
+        "mask": rng.random(shape) > 0.2,
+    }[kind]
     result = resample(array, voxel_size=voxel_size, target_voxel_size=TARGET, kind=kind)
     assert result.shape == resampled_shape(shape, voxel_size, TARGET)
     # Hand-computed: 24*6/13 = 11.08 -> 11, 10*29/25 = 11.6 -> 12; 25*4/13 = 7.69 -> 8, 5*40/25 = 8;

@@ -5,8 +5,8 @@ import pytest
 
 from neuropil.cli import main
 from neuropil.errors import NeuropilError
+from neuropil.experiments.study import ALL, QUICK_STUDY, findings, run_study
 from neuropil.model import ModelConfig
-from neuropil.study import ALL, QUICK_STUDY, findings, run_study
 from neuropil.train import TrainConfig
 
 TINY = dataclasses.replace(

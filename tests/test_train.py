@@ -3,10 +3,13 @@ import pytest
 import torch
 from scipy import ndimage
 
-from neuropil.data.sampling import MultiDomainSampler, TrainingVolume
+from neuropil.checkpoint import load_model
+from neuropil.data.sampling import MultiDomainSampler
+from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.model import ModelConfig, UNet3D, downsample_factors_for
-from neuropil.train import TrainConfig, Trainer, load_model, masked_bce_loss
+from neuropil.train import TrainConfig, Trainer
+from neuropil.train.loss import masked_bce_loss
 
 VOXEL = (20.0, 10.0, 10.0)
 
@@ -23,7 +26,9 @@ def blob_volume(seed: int, shape=(16, 48, 48)) -> TrainingVolume:
     boundary = ndimage.grey_erosion(labels, size=(1, 3, 3)) != ndimage.grey_dilation(labels, size=(1, 3, 3))
     labels[boundary] = 0
     raw = np.where(boundary, 40, 180) + rng.normal(0, 10, shape)
-    return TrainingVolume(raw=np.clip(raw, 0, 255).astype(np.uint8), labels=labels, voxel_size=VOXEL, name=f"blobs{seed}")
+    return TrainingVolume(
+        raw=np.clip(raw, 0, 255).astype(np.uint8), labels=labels, voxel_size=VOXEL, name=f"blobs{seed}"
+    )
 
 
 def small_configs(iterations=30):
@@ -104,7 +109,9 @@ def test_voxel_size_mismatch_is_refused(tmp_path):
 def test_cosine_schedule_decays_to_the_final_fraction(tmp_path):
     model_config, _ = small_configs()
     train_config = TrainConfig(iterations=100, patch_shape=(8, 32, 32), learning_rate=1e-3)
-    trainer = Trainer({"blobs": [blob_volume(0)]}, out_dir=tmp_path, model_config=model_config, train_config=train_config)
+    trainer = Trainer(
+        {"blobs": [blob_volume(0)]}, out_dir=tmp_path, model_config=model_config, train_config=train_config
+    )
     assert trainer.learning_rate() == pytest.approx(1e-3)
     trainer.iteration = 50
     assert trainer.learning_rate() == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))

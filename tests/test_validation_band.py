@@ -1,15 +1,21 @@
 import numpy as np
 import pytest
 
-from neuropil.data.sampling import MultiDomainSampler, TrainingVolume, catalog_domains, split_validation_band
+from neuropil.data.labels import catalog_domains
+from neuropil.data.sampling import MultiDomainSampler, split_validation_band
+from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 
 
 def _volume(shape=(4, 20, 30), name="v", known=None, seed=0):
     rng = np.random.default_rng(seed)
-    return TrainingVolume(raw=rng.integers(0, 255, shape, dtype=np.uint8),
-                          labels=rng.integers(1, 5, shape).astype(np.uint64),
-                          voxel_size=(25, 13, 13), known=known, name=name)
+    return TrainingVolume(
+        raw=rng.integers(0, 255, shape, dtype=np.uint8),
+        labels=rng.integers(1, 5, shape).astype(np.uint64),
+        voxel_size=(25, 13, 13),
+        known=known,
+        name=name,
+    )
 
 
 def test_band_splits_at_x_and_keeps_views():
@@ -37,8 +43,14 @@ def test_training_patches_never_reach_into_the_band():
         patch = sampler.sample()
         x = train.metadata["band_start"] + patch.offset[2]
         assert x >= 25
-        np.testing.assert_array_equal(patch.labels, volume.labels[:, :, x - patch.offset[2]:][
-            patch.offset[0]:patch.offset[0] + 2, patch.offset[1]:patch.offset[1] + 8, patch.offset[2]:patch.offset[2] + 8])
+        np.testing.assert_array_equal(
+            patch.labels,
+            volume.labels[:, :, x - patch.offset[2] :][
+                patch.offset[0] : patch.offset[0] + 2,
+                patch.offset[1] : patch.offset[1] + 8,
+                patch.offset[2] : patch.offset[2] + 8,
+            ],
+        )
 
 
 def test_domains_are_drawn_uniformly_then_volumes_uniformly():
@@ -66,8 +78,9 @@ def test_patches_avoid_unlabelled_data_when_asked():
 
 
 def test_catalog_domains_mix_with_real_sets(shared_data):
-    training, validation = catalog_domains(["isbi2012", "fib-gala"], target_voxel_size=(25, 13, 13),
-                                           validation_width=50, patch_shape=(8, 32, 32))
+    training, validation = catalog_domains(
+        ["isbi2012", "fib-gala"], target_voxel_size=(25, 13, 13), validation_width=50, patch_shape=(8, 32, 32)
+    )
     assert [v.raw.shape for v in training["isbi2012"]] == [(60, 158, 108)]
     assert [v.raw.shape for v in validation["isbi2012"]] == [(60, 158, 50)]
     assert training["isbi2012"][0].in_plane_only

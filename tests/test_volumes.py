@@ -7,8 +7,8 @@ import pytest
 import tifffile
 import zarr
 
-from neuropil.data.io import open_volume, read_volume, write_ome_zarr, write_volume
 from neuropil.errors import NeuropilError
+from neuropil.io import open_volume, read_volume, write_ome_zarr, write_volume
 
 
 @pytest.fixture
@@ -31,20 +31,37 @@ def test_lazy_regions_equal_numpy_slicing(tmp_path, cube, address):
         write_volume(tmp_path / address, cube, chunks=(3, 4, 5) if "tif" not in address else None)
     with open_volume(tmp_path / address) as volume:
         assert volume.shape == cube.shape and volume.dtype == cube.dtype
-        for index in [np.s_[...], np.s_[2:5, 3:9, 1:12], np.s_[4], np.s_[:, -1, ::3], np.s_[1:6:2, 10:2, :],
-                      np.s_[..., 5], np.s_[-2:, :4]]:
+        for index in [
+            np.s_[...],
+            np.s_[2:5, 3:9, 1:12],
+            np.s_[4],
+            np.s_[:, -1, ::3],
+            np.s_[1:6:2, 10:2, :],
+            np.s_[..., 5],
+            np.s_[-2:, :4],
+        ]:
             np.testing.assert_array_equal(volume[index], cube[index])
 
 
 def test_n5_is_read_and_written_like_tensorstore(tmp_path, cube):
     tensorstore = pytest.importorskip("tensorstore")
     write_volume(tmp_path / "ours.n5/raw", cube, chunks=(3, 4, 5), voxel_size=(40, 4, 4))
-    theirs = tensorstore.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "ours.n5/raw")}}).result()
+    theirs = tensorstore.open(
+        {"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "ours.n5/raw")}}
+    ).result()
     # tensorstore shows N5's own x-first axis order.
     np.testing.assert_array_equal(np.asarray(theirs.read().result()).transpose(), cube)
-    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "theirs.n5/raw")},
-            "metadata": {"dimensions": list(cube.shape[::-1]), "blockSize": [4, 3, 2], "dataType": "uint16",
-                         "compression": {"type": "gzip"}}, "create": True}
+    spec = {
+        "driver": "n5",
+        "kvstore": {"driver": "file", "path": str(tmp_path / "theirs.n5/raw")},
+        "metadata": {
+            "dimensions": list(cube.shape[::-1]),
+            "blockSize": [4, 3, 2],
+            "dataType": "uint16",
+            "compression": {"type": "gzip"},
+        },
+        "create": True,
+    }
     store = tensorstore.open(spec).result()
     store.write(cube.transpose()).result()
     with open_volume(tmp_path / "theirs.n5/raw") as volume:
@@ -87,10 +104,21 @@ def test_ome_zarr_levels_carry_their_voxel_size(tmp_path, zarr_format):
 def test_ome_zarr_micrometre_units_and_translation(tmp_path):
     root = zarr.open_group(str(tmp_path / "x.zarr"), mode="w", zarr_format=2)
     root.create_array("s0", shape=(2, 3, 4), dtype="uint8")
-    root.attrs["multiscales"] = [{"version": "0.4", "axes": [
-        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
-        "datasets": [{"path": "s0", "coordinateTransformations": [
-            {"type": "scale", "scale": [0.03, 0.006, 0.006]}, {"type": "translation", "translation": [0.3, 0, 0.06]}]}]}]
+    root.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+            "datasets": [
+                {
+                    "path": "s0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [0.03, 0.006, 0.006]},
+                        {"type": "translation", "translation": [0.3, 0, 0.06]},
+                    ],
+                }
+            ],
+        }
+    ]
     volume = open_volume(tmp_path / "x.zarr")
     assert volume.voxel_size == pytest.approx((30.0, 6.0, 6.0))
     assert volume.offset == pytest.approx((300.0, 0.0, 60.0))
@@ -130,8 +158,13 @@ def test_neuroproof_groundtruth_reads_bodies(tmp_path):
 
 
 def test_imagej_tiff_voxel_size(tmp_path, cube):
-    tifffile.imwrite(tmp_path / "s.tif", cube, imagej=True, resolution=(1 / 0.006, 1 / 0.006),
-                     metadata={"spacing": 0.029, "unit": "um"})
+    tifffile.imwrite(
+        tmp_path / "s.tif",
+        cube,
+        imagej=True,
+        resolution=(1 / 0.006, 1 / 0.006),
+        metadata={"spacing": 0.029, "unit": "um"},
+    )
     assert open_volume(tmp_path / "s.tif").voxel_size == pytest.approx((29.0, 6.0, 6.0))
 
 

@@ -3,8 +3,9 @@ import pytest
 
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import evaluate
+from neuropil.segment.affinities import affinities_from_boundaries
+from neuropil.segment.watershed import fragments, fragments_from_boundaries
 from neuropil.targets import affinities_from_labels
-from neuropil.watershed import affinities_from_boundaries, fragments, fragments_from_boundaries
 
 
 def affinities_of(labels):
@@ -144,5 +145,7 @@ def test_seed_distances_equal_scipy_distance_transform(voxel_size):
     distance = edt.edt(interior, anisotropy=voxel_size or (1.0, 1.0, 1.0), parallel=2).astype(np.float32)
     np.testing.assert_array_equal(distance, expected)
     flat = interior[0]
-    np.testing.assert_array_equal(edt.edt(np.ascontiguousarray(flat), anisotropy=(6.0, 6.0)).astype(np.float32),
-                                  scipy.ndimage.distance_transform_edt(flat, sampling=(6.0, 6.0)).astype(np.float32))
+    np.testing.assert_array_equal(
+        edt.edt(np.ascontiguousarray(flat), anisotropy=(6.0, 6.0)).astype(np.float32),
+        scipy.ndimage.distance_transform_edt(flat, sampling=(6.0, 6.0)).astype(np.float32),
+    )

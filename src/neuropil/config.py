@@ -29,10 +29,21 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from neuropil.data.sampling import VALIDATION_WIDTH, TrainingVolume
 from neuropil.conventions import positive_voxel_size
+from neuropil.data.sampling import VALIDATION_WIDTH
+from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig
@@ -227,7 +238,7 @@ def build_domains(config: RunConfig) -> Domains:
         ``training`` and ``validation``: domain name -> volumes (validation may lack a
         domain, e.g. a synthetic one with ``validation_volumes: 0``).
     """
-    from neuropil.data.sampling import catalog_domains
+    from neuropil.data.labels import catalog_domains
     from neuropil.data.synth import synthetic_volume
 
     target = tuple(config.target_voxel_size)
@@ -235,6 +246,7 @@ def build_domains(config: RunConfig) -> Domains:
     validation: dict[str, list[TrainingVolume]] = {}
     for name, domain in config.domains.items():
         if isinstance(domain, SyntheticDomain):
+
             def draw(seed: int) -> TrainingVolume:
                 return synthetic_volume(domain.synthetic, shape=domain.shape, target_voxel_size=target, seed=seed)
 
@@ -279,8 +291,11 @@ def train_from_config(config: RunConfig, out_dir: str | os.PathLike, *, progress
     domains = build_domains(config)
     for name, volumes in domains.training.items():
         logger.info(
-            "domain %s: %d training volume(s) %s, %d validation", name, len(volumes),
-            [v.raw.shape for v in volumes], len(domains.validation.get(name, [])),
+            "domain %s: %d training volume(s) %s, %d validation",
+            name,
+            len(volumes),
+            [v.raw.shape for v in volumes],
+            len(domains.validation.get(name, [])),
         )
     train_config = config.train.model_copy(update={"weights": config.weights})
     trainer = Trainer(

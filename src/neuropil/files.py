@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -32,3 +33,26 @@ def save_figure_atomic(figure, path: str | os.PathLike) -> Path:
         plt.close(figure)
         temporary.unlink(missing_ok=True)
     return path
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or folder if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def swap_in(temporary: Path, final: Path) -> None:
+    """Put the finished folder ``temporary`` at ``final``.
+
+    Folders cannot be replaced in one rename, so the old one is first renamed aside: at every
+    moment either the old or the new array is complete at a known name.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(final.name + ".old")
+    remove_path(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(temporary, final)
+    remove_path(old)

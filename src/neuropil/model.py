@@ -107,7 +107,9 @@ class UNet3D(nn.Module):
             if level < len(factors):
                 self.pool.append(nn.MaxPool3d(factors[level]))
         for level in reversed(range(len(factors))):
-            self.up.append(nn.ConvTranspose3d(widths[level + 1], widths[level], kernel_size=factors[level], stride=factors[level]))
+            self.up.append(
+                nn.ConvTranspose3d(widths[level + 1], widths[level], kernel_size=factors[level], stride=factors[level])
+            )
             self.merge.append(_conv_block(2 * widths[level], widths[level], self.config.normalization))
         self.head = nn.Conv3d(widths[0], self.config.out_channels, kernel_size=1)
 

@@ -20,14 +20,14 @@ import torch
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from neuropil.data.sampling import normalize_raw
+from neuropil.data.volumes import normalize_raw
 from neuropil.errors import NeuropilError
 from neuropil.model import UNet3D
 
 logger = logging.getLogger(__name__)
 
 
-def _round_up(value: int, multiple: int) -> int:
+def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
@@ -76,14 +76,14 @@ def predict_affinities(
         raise NeuropilError("raw volume contains NaN or infinite values")
     divisor = model.divisor
     halo = tuple(model.context if halo is None else (int(h) for h in halo))
-    halo = tuple(_round_up(h, d) for h, d in zip(halo, divisor))
+    halo = tuple(round_up(h, d) for h, d in zip(halo, divisor))
     border = tuple(2 * d for d in divisor) if border is None else tuple(int(b) for b in border)
-    border = tuple(min(_round_up(b, d), h) for b, d, h in zip(border, divisor, halo))
+    border = tuple(min(round_up(b, d), h) for b, d, h in zip(border, divisor, halo))
     if tile_shape is None:
-        tile = tuple(_round_up(s, d) for s, d in zip(raw.shape, divisor))
+        tile = tuple(round_up(s, d) for s, d in zip(raw.shape, divisor))
     else:
-        tile = tuple(_round_up(min(int(t), _round_up(s, d)), d) for t, s, d in zip(tile_shape, raw.shape, divisor))
-    covered = tuple(_round_up(s, t) for s, t in zip(raw.shape, tile))
+        tile = tuple(round_up(min(int(t), round_up(s, d)), d) for t, s, d in zip(tile_shape, raw.shape, divisor))
+    covered = tuple(round_up(s, t) for s, t in zip(raw.shape, tile))
     padding = [(b, b + c - s) for b, c, s in zip(border, covered, raw.shape)]
     padded = np.pad(image, padding, mode="reflect" if min(raw.shape) > 1 else "edge")
     starts = tile_grid(covered, tile)
@@ -113,7 +113,9 @@ def predict_affinities(
                     tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
                 prediction = torch.sigmoid(model(tensor)).float().cpu().numpy()
                 for (start, region), block in zip(batch, prediction):
-                    inner = tuple(slice(s + b - r.start, s + b - r.start + t) for s, b, r, t in zip(start, border, region, tile))
+                    inner = tuple(
+                        slice(s + b - r.start, s + b - r.start + t) for s, b, r, t in zip(start, border, region, tile)
+                    )
                     out[(slice(None), *(slice(s, s + t) for s, t in zip(start, tile)))] = block[(slice(None), *inner)]
                 bar.update(len(batch))
     bar.close()
@@ -165,10 +167,10 @@ def predict_file(
         Unreadable checkpoint or volume, a voxel size that is unknown or disagrees with
         the file's, a non-3-D volume.
     """
+    from neuropil.checkpoint import load_model
     from neuropil.data.catalog import raw_in_catalog
-    from neuropil.data.io import open_volume, write_volume
     from neuropil.data.resample import resample
-    from neuropil.train import load_model
+    from neuropil.io import open_volume, write_volume
 
     if tile_shape is not None and (len(tile_shape) != 3 or any(int(t) < 1 for t in tile_shape)):
         raise NeuropilError(f"tile shape needs 3 positive values (z y x), got {tuple(tile_shape)}")

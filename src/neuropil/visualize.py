@@ -85,7 +85,13 @@ def figure_slice(
         panels.append(("segmentation", segmentation_rgb(segmentation[z]), None))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5), dpi=110)
     for axis, (name, image, cmap) in zip(axes, panels):
-        axis.imshow(image, cmap=cmap, vmin=0 if cmap else None, vmax=(255 if name == "raw" and image.max() > 1 else 1) if cmap else None, interpolation="nearest")
+        axis.imshow(
+            image,
+            cmap=cmap,
+            vmin=0 if cmap else None,
+            vmax=(255 if name == "raw" and image.max() > 1 else 1) if cmap else None,
+            interpolation="nearest",
+        )
         axis.set_title(name, fontsize=9)
         axis.axis("off")
     if title:

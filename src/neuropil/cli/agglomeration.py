@@ -18,9 +18,7 @@ def add_parser(subparsers) -> None:
     source.add_argument("--boundaries", metavar="B", help="address of a boundary map (1 = boundary)")
     source.add_argument("--affinities", metavar="A", help="address of (c, z, y, x) affinities (1 = same object)")
     train.add_argument("--gt", required=True, metavar="G", help="address of the ground truth (0 = unknown)")
-    train.add_argument(
-        "--image", metavar="I", help="address of the raw image: an optional second channel of features"
-    )
+    train.add_argument("--image", metavar="I", help="address of the raw image: an optional second channel of features")
     train.add_argument("--out", required=True, metavar="MODEL", help="file to write the classifier to (.npz)")
     train.add_argument("--epochs", type=int, default=5, help="agglomeration passes against the ground truth")
     train.add_argument("--trees", type=int, default=100, help="trees of the forest")
@@ -29,8 +27,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from neuropil.agglomeration.learned import train
-    from neuropil.data.io import read_volume
+    from neuropil.io import read_volume
+    from neuropil.segment.learned import train
 
     volume = read_volume(args.boundaries or args.affinities)
     model = train(

@@ -33,9 +33,21 @@ def run_list(args: argparse.Namespace) -> int:
 
     catalog = load_catalog()
     if args.json:
-        print(json.dumps({name: {"title": d.title, "modality": d.modality, "voxel_size": list(d.voxel_size),
-                                 "labels": d.labels.value, "volumes": list(d.volumes),
-                                 "present": d.base_folder().exists()} for name, d in catalog.items()}))
+        print(
+            json.dumps(
+                {
+                    name: {
+                        "title": d.title,
+                        "modality": d.modality,
+                        "voxel_size": list(d.voxel_size),
+                        "labels": d.labels.value,
+                        "volumes": list(d.volumes),
+                        "present": d.base_folder().exists(),
+                    }
+                    for name, d in catalog.items()
+                }
+            )
+        )
         return 0
     print(f"{'name':<16} {'modality':<9} {'voxel size nm':<15} {'labels':<12} {'here':<5} title")
     for name, dataset in catalog.items():
@@ -46,9 +58,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from neuropil.data.catalog import address_info, dataset_info, load_catalog
-    from neuropil.data.io import parse_address
+    from neuropil.data.catalog import load_catalog
+    from neuropil.data.info import address_info, dataset_info
     from neuropil.errors import NeuropilError
+    from neuropil.io import parse_address
 
     catalog = load_catalog()
     if args.target in catalog:

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuropil.demo import results_table, run_demo
+    from neuropil.experiments.demo import results_table, run_demo
 
     results = run_demo(args.out, quick=args.quick, seed=args.seed)
     print(results_table(results))

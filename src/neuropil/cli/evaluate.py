@@ -20,8 +20,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuropil.data.io import read_volume
     from neuropil.evaluate import evaluate
+    from neuropil.io import read_volume
 
     segmentation = read_volume(args.segmentation)
     ground_truth = read_volume(args.ground_truth)

@@ -16,11 +16,19 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt from `neuropil train`")
-    parser.add_argument("raw", metavar="RAW", help="raw volume address (file.h5:key, dir.zarr/key, .tif, folder) or catalog name")
+    parser.add_argument(
+        "raw", metavar="RAW", help="raw volume address (file.h5:key, dir.zarr/key, .tif, folder) or catalog name"
+    )
     parser.add_argument("output", metavar="OUT", help="output address (file.h5:key, dir.zarr/key, .tif)")
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size of RAW in nm")
-    parser.add_argument("--tile", type=int, nargs=3, default=(32, 128, 128), metavar=("Z", "Y", "X"),
-                        help="voxels per prediction tile (default: 32 128 128)")
+    parser.add_argument(
+        "--tile",
+        type=int,
+        nargs=3,
+        default=(32, 128, 128),
+        metavar=("Z", "Y", "X"),
+        help="voxels per prediction tile (default: 32 128 128)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     add_blockwise_arguments(parser, workers_default="1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -30,13 +38,19 @@ def add_parser(subparsers) -> None:
 def add_blockwise_arguments(parser, *, workers_default: str) -> None:
     """The options of blockwise (larger than memory, resumable, Dask) processing."""
     parser.add_argument(
-        "--block", type=int, nargs=3, metavar=("Z", "Y", "X"),
+        "--block",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
         help="process block by block with Dask into a zarr OUT (dir.zarr/key): volumes larger than memory; "
-             "an interrupted run resumes when run again",
+        "an interrupted run resumes when run again",
     )
-    parser.add_argument("--workers", type=int, metavar="N", help=f"Dask workers with --block (default: {workers_default})")
     parser.add_argument(
-        "--scheduler", choices=("threads", "processes", "synchronous"),
+        "--workers", type=int, metavar="N", help=f"Dask workers with --block (default: {workers_default})"
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=("threads", "processes", "synchronous"),
         help="Dask scheduler with --block (default: a running dask.distributed client, else the stage's own)",
     )
 
@@ -48,15 +62,26 @@ def run(args: argparse.Namespace) -> int:
         from neuropil.blockwise import predict_blockwise
 
         written = predict_blockwise(
-            args.checkpoint, args.raw, args.output, block_shape=args.block, voxel_size=args.voxel_size,
-            device=args.device, scheduler=args.scheduler, num_workers=args.workers or 1,
+            args.checkpoint,
+            args.raw,
+            args.output,
+            block_shape=args.block,
+            voxel_size=args.voxel_size,
+            device=args.device,
+            scheduler=args.scheduler,
+            num_workers=args.workers or 1,
             progress=not args.no_progress,
         )
         print(f"affinities {written.shape} at {written.voxel_size} nm: {written.address}")
         return 0
     written = predict_file(
-        args.checkpoint, args.raw, args.output, voxel_size=args.voxel_size, tile_shape=args.tile,
-        device=args.device, progress=not args.no_progress,
+        args.checkpoint,
+        args.raw,
+        args.output,
+        voxel_size=args.voxel_size,
+        tile_shape=args.tile,
+        device=args.device,
+        progress=not args.no_progress,
     )
     print(f"affinities {written.shape} at {written.voxel_size} nm: {written.address}")
     return 0

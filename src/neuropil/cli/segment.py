@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
         type=float,
         metavar="A",
         help="the watershed (without --fragments) floods only affinities above A "
-             "(default: 0.5 for affinities, 0 = any positive affinity for a boundary map)",
+        "(default: 0.5 for affinities, 0 = any positive affinity for a boundary map)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (with --block)")
     add_blockwise_arguments(parser, workers_default="one per core")
@@ -44,7 +44,7 @@ def output_addresses(output: str, thresholds: list[float]) -> list[str]:
     """One address per threshold: OUT itself for one, else OUT with ``_t<threshold>`` added."""
     if len(thresholds) == 1:
         return [output]
-    from neuropil.data.io import parse_address
+    from neuropil.io import parse_address
 
     address = parse_address(output)
     if address.key is not None:
@@ -54,11 +54,11 @@ def output_addresses(output: str, thresholds: list[float]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuropil.agglomeration import agglomerate
-    from neuropil.agglomeration.learned import MergeClassifier
-    from neuropil.data.io import read_volume, write_volume
     from neuropil.errors import NeuropilError
-    from neuropil.watershed import fragments, fragments_from_boundaries
+    from neuropil.io import read_volume, write_volume
+    from neuropil.segment import agglomerate
+    from neuropil.segment.learned import MergeClassifier
+    from neuropil.segment.watershed import fragments, fragments_from_boundaries
 
     model = None
     if args.method == "learned":
@@ -69,10 +69,19 @@ def run(args: argparse.Namespace) -> int:
         from neuropil.blockwise import segment_blockwise
 
         segment_blockwise(
-            args.input, output_addresses(args.output, args.threshold), thresholds=args.threshold,
-            fragments=args.fragments, method=args.method, quantile=args.quantile, model=model, image=args.image,
-            block_shape=args.block, flood_threshold=args.flood_threshold, scheduler=args.scheduler,
-            num_workers=args.workers, progress=not args.no_progress,
+            args.input,
+            output_addresses(args.output, args.threshold),
+            thresholds=args.threshold,
+            fragments=args.fragments,
+            method=args.method,
+            quantile=args.quantile,
+            model=model,
+            image=args.image,
+            block_shape=args.block,
+            flood_threshold=args.flood_threshold,
+            scheduler=args.scheduler,
+            num_workers=args.workers,
+            progress=not args.no_progress,
         )
         return 0
     flood = {} if args.flood_threshold is None else {"flood_threshold": args.flood_threshold}

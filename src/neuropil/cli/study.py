@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuropil.study import QUICK_STUDY, STUDY, findings, matrix_table, run_study
+    from neuropil.experiments.study import QUICK_STUDY, STUDY, findings, matrix_table, run_study
 
     scores = run_study(args.out, quick=args.quick, seed=args.seed)
     print(matrix_table(scores, "arand"))

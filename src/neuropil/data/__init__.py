@@ -1,6 +1,5 @@
-"""Data: volume addresses and readers, synthetic domains, resampling and sampling."""
+"""Data: the dataset catalog and fetching, labels, training volumes, sampling, synthetic domains, resampling."""
 
-from neuropil.data.io import VolumeAddress, parse_address, read_volume, write_volume
 from neuropil.data.resample import resample, resampled_shape
 
-__all__ = ["VolumeAddress", "parse_address", "read_volume", "resample", "resampled_shape", "write_volume"]
+__all__ = ["resample", "resampled_shape"]

@@ -17,10 +17,8 @@ import logging
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
-from numpy.typing import NDArray
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from neuropil.conventions import LabelZero, positive_voxel_size
@@ -232,7 +230,7 @@ def raw_in_catalog(target: str, catalog: dict[str, DatasetEntry] | None = None) 
     ``target`` is a dataset name (its first volume with a raw image), ``NAME/VOLUME``, or
     an address equal to a catalog volume's raw address (compared as resolved paths).
     """
-    from neuropil.data.io import parse_address
+    from neuropil.io import parse_address
 
     catalog = load_catalog() if catalog is None else catalog
     name, _, volume_name = target.partition("/")
@@ -260,93 +258,3 @@ def raw_in_catalog(target: str, catalog: dict[str, DatasetEntry] | None = None) 
             if known.path.resolve() == wanted.path.resolve() and (known.key or "") == (wanted.key or ""):
                 return str(target), entry.volume_voxel_size(volume)
     return None
-
-
-# ----------------------------------------------------------------------------- facts
-
-
-def _label_count(array: NDArray) -> int:
-    """Number of distinct non-zero ids."""
-    values = np.unique(array)
-    return int(np.count_nonzero(values))
-
-
-def address_info(address: str, *, count_labels: bool = True, voxel_size=None) -> dict[str, Any]:
-    """Shape, dtype, voxel size, chunks and (integer arrays) the number of non-zero ids of an address."""
-    from neuropil.data.io import open_volume
-
-    with open_volume(address, voxel_size=voxel_size) as volume:
-        info: dict[str, Any] = {
-            "address": str(volume.address),
-            "shape": list(volume.shape),
-            "dtype": str(volume.dtype),
-            "voxel_size": list(volume.voxel_size) if volume.voxel_size else None,
-            "chunks": list(volume.chunks) if volume.chunks else None,
-        }
-        if volume.offset:
-            info["offset"] = list(volume.offset)
-        if count_labels and (np.issubdtype(volume.dtype, np.integer) or volume.dtype == bool):
-            info["label_ids"] = _label_count(volume.read())
-    return info
-
-
-def dataset_info(dataset: DatasetEntry, *, count_labels: bool = True) -> dict[str, Any]:
-    """Everything the catalog says about ``dataset`` plus what its files say (shape, dtype, ids).
-
-    Volumes whose files are absent are reported with ``"present": false``.
-    """
-    info: dict[str, Any] = {
-        "name": dataset.name,
-        "title": dataset.title,
-        "modality": dataset.modality,
-        "species": dataset.species,
-        "region": dataset.region,
-        "voxel_size": list(dataset.voxel_size),
-        "labels": dataset.labels.value,
-        "label_zero": dataset.label_zero.value,
-        "classes": dataset.classes.model_dump() if dataset.classes else None,
-        "license": dataset.license,
-        "source": dataset.source,
-        "notes": dataset.notes,
-        "validation_width": dataset.validation_width,
-        "folder": str(dataset.base_folder()),
-        "volumes": {},
-    }
-    for name, volume in dataset.volumes.items():
-        entry: dict[str, Any] = {"role": volume.role}
-        for kind in ("raw", "labels", "mask", *sorted(volume.extra)):
-            relative = getattr(volume, kind) if kind in ("raw", "labels", "mask") else volume.extra[kind]
-            if relative is None:
-                continue
-            address = dataset.address(relative)
-            from neuropil.data.io import parse_address
-
-            if not parse_address(address).path.exists():
-                entry[kind] = {"address": address, "present": False}
-                continue
-            count = count_labels and kind in ("labels", "fragments")
-            try:
-                facts = address_info(address, count_labels=count)
-            except NeuropilError as error:
-                entry[kind] = {"address": address, "present": True, "error": str(error)}
-                continue
-            facts["present"] = True
-            if facts["voxel_size"] is None:
-                facts["voxel_size"] = list(dataset.volume_voxel_size(volume))
-                facts["voxel_size_from"] = "catalog"
-            else:
-                facts["voxel_size_from"] = "file"
-            entry[kind] = facts
-        if count_labels and dataset.classes is not None and entry.get("labels", {}).get("present"):
-            from neuropil.data.io import read_volume
-            from neuropil.data.labels import load_labels
-
-            labels, _ = load_labels(dataset, volume)
-            # Semantic codes are classes, 0 among them: list them all rather than count non-zero ids.
-            entry["labels"].pop("label_ids", None)
-            codes = np.unique(read_volume(dataset.address(volume.labels)))
-            entry["labels"]["codes"] = [int(code) for code in codes]
-            entry["labels"]["objects"] = _label_count(labels)
-            entry["labels"]["objects_are"] = "2-D instances (connected interior per section)"
-        info["volumes"][name] = entry
-    return info

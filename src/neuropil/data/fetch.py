@@ -55,8 +55,13 @@ class ResumingDownloader:
                 if self.progress:
                     from tqdm import tqdm
 
-                    progress = tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
-                                    desc=self.part_file.name.removesuffix(".part"))
+                    progress = tqdm(
+                        total=total,
+                        initial=have if resumed else 0,
+                        unit="B",
+                        unit_scale=True,
+                        desc=self.part_file.name.removesuffix(".part"),
+                    )
                 with open(self.part_file, "ab" if resumed else "wb") as part:
                     for block in response.iter_content(CHUNK_BYTES):
                         part.write(block)
@@ -86,14 +91,24 @@ def fetch_file(file: FileEntry, destination: Path, *, verify: bool = True, progr
     known_hash = f"sha256:{file.sha256}" if file.sha256 else None
     downloader = ResumingDownloader(destination / f"{file.name}.part", progress=progress)
     try:
-        path = Path(pooch.retrieve(file.url, known_hash=known_hash, fname=file.name, path=destination,
-                                   downloader=downloader, progressbar=False))
+        path = Path(
+            pooch.retrieve(
+                file.url,
+                known_hash=known_hash,
+                fname=file.name,
+                path=destination,
+                downloader=downloader,
+                progressbar=False,
+            )
+        )
     except requests.exceptions.ConnectionError as error:
         raise NeuropilError(f"{file.url}: cannot connect (offline?); partial data kept in {file.name}.part") from error
     except requests.exceptions.Timeout as error:
         raise NeuropilError(f"{file.url}: timed out; run fetch again to resume") from error
     except requests.exceptions.HTTPError as error:
-        raise NeuropilError(f"{file.url}: download failed: {error.response.status_code} {error.response.reason}") from error
+        raise NeuropilError(
+            f"{file.url}: download failed: {error.response.status_code} {error.response.reason}"
+        ) from error
     except ValueError as error:  # pooch: hash mismatch; it has deleted the bad file
         raise NeuropilError(f"{destination / file.name}: checksum mismatch: {str(error).splitlines()[0]}") from error
     if known_hash is None:
@@ -138,7 +153,9 @@ def fetch(
     """
     entry = get_dataset(dataset) if isinstance(dataset, str) else dataset
     if not entry.files:
-        raise NeuropilError(f"dataset '{entry.name}' lists no files to download; its data lives in {entry.base_folder()}")
+        raise NeuropilError(
+            f"dataset '{entry.name}' lists no files to download; its data lives in {entry.base_folder()}"
+        )
     folder = Path(destination) if destination is not None else cache_root() / (entry.folder or entry.name)
     for file in entry.files:
         fetch_file(file, folder, verify=verify, progress=progress)

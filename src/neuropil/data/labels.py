@@ -1,7 +1,7 @@
 """From a catalog volume's stored labels to training labels and the voxels they are known at.
 
 Three kinds of supervision (:class:`neuropil.data.catalog.LabelCoverage`) become one
-:class:`neuropil.data.sampling.TrainingVolume` each:
+:class:`neuropil.data.volumes.TrainingVolume` each:
 
 ``dense``
     3-D ids as stored (as uint64); 0 means what the dataset's ``label_zero`` says.
@@ -26,6 +26,8 @@ from numpy.typing import NDArray
 
 from neuropil.conventions import LABEL_DTYPE, LabelZero
 from neuropil.data.catalog import DatasetEntry, LabelCoverage, VolumeEntry, get_dataset
+from neuropil.data.sampling import VALIDATION_WIDTH, split_validation_band
+from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def instances_from_semantic(
 
 def load_labels(dataset: DatasetEntry, volume: VolumeEntry) -> tuple[NDArray[np.uint64], NDArray[np.bool_] | None]:
     """A catalog volume's labels as uint64 ids plus the voxels where they are known (None: all)."""
-    from neuropil.data.io import open_volume
+    from neuropil.io import open_volume
 
     address = dataset.address(volume.labels)
     if address is None:
@@ -97,7 +99,9 @@ def load_labels(dataset: DatasetEntry, volume: VolumeEntry) -> tuple[NDArray[np.
         raise NeuropilError(f"{address}: empty volume")
     if dataset.classes is not None:
         labels, known = instances_from_semantic(
-            stored, interior=dataset.classes.interior, boundary=dataset.classes.boundary,
+            stored,
+            interior=dataset.classes.interior,
+            boundary=dataset.classes.boundary,
             unknown=dataset.classes.unknown,
         )
         return labels, (None if known.all() else known)
@@ -133,7 +137,7 @@ def load_training_volume(
 
     Returns
     -------
-    neuropil.data.sampling.TrainingVolume
+    neuropil.data.volumes.TrainingVolume
         ``raw`` (z, y, x) as stored (uint8 for every shipped set), ``labels`` uint64,
         ``label_zero``, ``in_plane_only`` and ``known`` (bool or None): together they
         say which affinities are known (see :func:`neuropil.targets.affinities_from_labels`).
@@ -144,9 +148,9 @@ def load_training_volume(
         A missing raw image or labels, raw/labels shape or voxel-size mismatch, float
         labels, an empty volume, or a shape other than the catalog's.
     """
-    from neuropil.data.io import open_volume
     from neuropil.data.resample import resample
-    from neuropil.data.sampling import TrainingVolume
+    from neuropil.data.volumes import TrainingVolume
+    from neuropil.io import open_volume
 
     entry = get_dataset(dataset) if isinstance(dataset, str) else dataset
     name, volume_entry = entry.volume(volume)
@@ -164,7 +168,9 @@ def load_training_volume(
         labels_voxel_size = opened.voxel_size
     for address, stored in ((raw_address, raw_voxel_size), (entry.address(volume_entry.labels), labels_voxel_size)):
         if stored is not None and not np.allclose(stored, voxel_size, rtol=1e-3):
-            raise NeuropilError(f"{address}: voxel size mismatch: the file says {stored} nm, the catalog {voxel_size} nm")
+            raise NeuropilError(
+                f"{address}: voxel size mismatch: the file says {stored} nm, the catalog {voxel_size} nm"
+            )
     if raw.size == 0:
         raise NeuropilError(f"{raw_address}: empty volume")
     labels, known = load_labels(entry, volume_entry)
@@ -202,3 +208,64 @@ def load_training_volume(
         name=where,
         metadata={"dataset": entry.name, "volume": name, "modality": entry.modality, "role": volume_entry.role},
     )
+
+
+def catalog_domains(
+    datasets: Sequence[str],
+    *,
+    target_voxel_size: Sequence[float],
+    validation_width: int | None = None,
+    patch_shape: Sequence[int] | None = None,
+) -> tuple[dict[str, list[TrainingVolume]], dict[str, list[TrainingVolume]]]:
+    """Training and validation domains from catalog datasets, one domain per dataset.
+
+    Every ``train``-role volume is loaded at ``target_voxel_size`` and cut by
+    :func:`split_validation_band`; ``test``-role volumes are left out. Parts smaller
+    than ``patch_shape`` are dropped with a warning; a dataset left with no training
+    part raises.
+
+    The band is ``validation_width`` voxels wide when given, else the catalog entry's
+    ``validation_width``, else the method's 150 (:data:`VALIDATION_WIDTH`). The small
+    shared sets set their own (isbi2012 is only 158 voxels wide at 13 nm).
+
+    Returns
+    -------
+    (training, validation) : dicts of domain name to volumes, ready for
+    :class:`MultiDomainSampler` (synthetic domains can be added to the same dicts).
+    """
+    import logging
+
+    logger = logging.getLogger(__name__)
+    training: dict[str, list[TrainingVolume]] = {}
+    validation: dict[str, list[TrainingVolume]] = {}
+    for name in datasets:
+        entry = get_dataset(name)
+        width = validation_width if validation_width is not None else entry.validation_width
+        width = VALIDATION_WIDTH if width is None else width
+        usable = {n: v for n, v in entry.volumes.items() if v.role == "train" and v.raw and v.labels}
+        if not usable:
+            # Say so, rather than blame the validation band for a dataset that cannot train at all.
+            raise NeuropilError(f"dataset '{name}' has no train volume with both a raw image and labels")
+        for volume_name, volume in usable.items():
+            loaded = load_training_volume(entry, volume_name, target_voxel_size=target_voxel_size)
+            train_part, validation_part = split_validation_band(loaded, width=width)
+            for part, into in ((train_part, training), (validation_part, validation)):
+                if part is None:
+                    continue
+                # Validation is predicted whole (padded), so only training parts must hold a patch.
+                small = patch_shape is not None and any(s < p for s, p in zip(part.raw.shape, patch_shape))
+                if into is training and small:
+                    logger.warning(
+                        "%s: shape %s is smaller than the patch %s; left out",
+                        part.name,
+                        part.raw.shape,
+                        tuple(patch_shape),
+                    )
+                    continue
+                into.setdefault(name, []).append(part)
+        if name not in training:
+            raise NeuropilError(
+                f"dataset '{name}' has no training data left at {tuple(target_voxel_size)} nm beside a "
+                f"{width}-voxel validation band"
+            )
+    return training, validation

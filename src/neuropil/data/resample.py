@@ -242,7 +242,7 @@ def resample_region(
     """``resample(volume, kind="image")[region]``, reading only the source voxels that region needs.
 
     For volumes that do not fit in memory: ``volume`` is anything sliceable with a
-    ``shape`` and ``dtype`` (a :class:`neuropil.data.io.Volume`, a numpy array), and
+    ``shape`` and ``dtype`` (a :class:`neuropil.io.Volume`, a numpy array), and
     ``region`` a tuple of slices (step 1) of the rescaled volume. The source is read
     with the anti-aliasing filter's reach beyond the interpolation's, so the result
     equals that of rescaling the whole volume (linear interpolation, tested).

@@ -7,93 +7,12 @@ which targets and their known-affinity mask are computed after augmentation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
-from numpy.typing import NDArray
 
-from neuropil.conventions import LabelZero
+from neuropil.data.volumes import Patch, TrainingVolume, normalize_raw
 from neuropil.errors import NeuropilError
-
-
-@dataclass(frozen=True)
-class TrainingVolume:
-    """One labelled volume at the training voxel size."""
-
-    raw: NDArray
-    """(z, y, x) image; uint8 or float in [0, 1]."""
-    labels: NDArray
-    """(z, y, x) integer object ids, same shape as ``raw``."""
-    voxel_size: tuple[float, float, float]
-    label_zero: LabelZero = LabelZero.BOUNDARY
-    in_plane_only: bool = False
-    """Labels are 2-D per section; affinities across sections are unknown."""
-    known: NDArray | None = None
-    """(z, y, x) bool, voxels whose labels can be trusted (None: all)."""
-    name: str = ""
-    metadata: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        where = self.name or "training volume"
-        if self.raw.shape != self.labels.shape:
-            raise NeuropilError(f"{where}: raw shape {self.raw.shape} does not match labels shape {self.labels.shape}")
-        if self.raw.ndim != 3:
-            raise NeuropilError(f"{where}: expected a 3-D (z, y, x) volume, got shape {self.raw.shape}")
-        if not np.issubdtype(self.labels.dtype, np.integer):
-            raise NeuropilError(f"{where}: labels must hold integer ids, got dtype {self.labels.dtype}")
-        if self.known is not None and self.known.shape != self.labels.shape:
-            raise NeuropilError(f"{where}: known-voxel mask shape {self.known.shape} does not match labels")
-        if self.raw.size == 0:
-            raise NeuropilError(f"{where}: empty volume")
-
-    def targets(self, offsets, *, labels: NDArray | None = None, known: NDArray | None = None):
-        """Affinity targets under this volume's label semantics.
-
-        ``labels`` and ``known`` default to the whole volume's; pass a (possibly augmented)
-        patch of them to get the patch's targets.
-        """
-        from neuropil.targets import affinities_from_labels
-
-        return affinities_from_labels(
-            self.labels if labels is None else labels,
-            offsets=offsets,
-            label_zero=self.label_zero,
-            known=self.known if labels is None else known,
-            in_plane_only=self.in_plane_only,
-        )
-
-    def crop(self, region: tuple[slice, ...], *, part: str, **metadata) -> "TrainingVolume":
-        """The sub-volume at ``region`` (views, not copies), named ``name[part]``."""
-        return TrainingVolume(
-            raw=self.raw[region],
-            labels=self.labels[region],
-            voxel_size=self.voxel_size,
-            label_zero=self.label_zero,
-            in_plane_only=self.in_plane_only,
-            known=None if self.known is None else self.known[region],
-            name=f"{self.name}[{part}]",
-            metadata={**self.metadata, "part": part, **metadata},
-        )
-
-
-class Patch(NamedTuple):
-    raw: NDArray[np.float32]
-    """(z, y, x) in [0, 1]."""
-    labels: NDArray[np.uint64]
-    known: NDArray[np.bool_] | None
-    domain: str
-    volume: int
-    offset: tuple[int, int, int]
-
-
-def normalize_raw(raw: NDArray) -> NDArray[np.float32]:
-    """Map raw intensities to float32 in [0, 1] by their dtype's range (floats are kept)."""
-    raw = np.asarray(raw)
-    if np.issubdtype(raw.dtype, np.integer):
-        info = np.iinfo(raw.dtype)
-        return ((raw.astype(np.float32) - info.min) / float(info.max - info.min)).astype(np.float32)
-    return raw.astype(np.float32, copy=False)
 
 
 class MultiDomainSampler:
@@ -206,67 +125,5 @@ def split_validation_band(
         region = [slice(None)] * 3
         region[axis] = slice(start, stop)
         region = tuple(region)
-        parts.append(
-            volume.crop(region, part=name, band_axis=axis, band_start=start)
-        )
+        parts.append(volume.crop(region, part=name, band_axis=axis, band_start=start))
     return parts[0], parts[1]
-
-
-def catalog_domains(
-    datasets: Sequence[str],
-    *,
-    target_voxel_size: Sequence[float],
-    validation_width: int | None = None,
-    patch_shape: Sequence[int] | None = None,
-) -> tuple[dict[str, list[TrainingVolume]], dict[str, list[TrainingVolume]]]:
-    """Training and validation domains from catalog datasets, one domain per dataset.
-
-    Every ``train``-role volume is loaded at ``target_voxel_size`` and cut by
-    :func:`split_validation_band`; ``test``-role volumes are left out. Parts smaller
-    than ``patch_shape`` are dropped with a warning; a dataset left with no training
-    part raises.
-
-    The band is ``validation_width`` voxels wide when given, else the catalog entry's
-    ``validation_width``, else the method's 150 (:data:`VALIDATION_WIDTH`). The small
-    shared sets set their own (isbi2012 is only 158 voxels wide at 13 nm).
-
-    Returns
-    -------
-    (training, validation) : dicts of domain name to volumes, ready for
-    :class:`MultiDomainSampler` (synthetic domains can be added to the same dicts).
-    """
-    import logging
-
-    from neuropil.data.catalog import get_dataset
-    from neuropil.data.labels import load_training_volume
-
-    logger = logging.getLogger(__name__)
-    training: dict[str, list[TrainingVolume]] = {}
-    validation: dict[str, list[TrainingVolume]] = {}
-    for name in datasets:
-        entry = get_dataset(name)
-        width = validation_width if validation_width is not None else entry.validation_width
-        width = VALIDATION_WIDTH if width is None else width
-        usable = {n: v for n, v in entry.volumes.items() if v.role == "train" and v.raw and v.labels}
-        if not usable:
-            # Say so, rather than blame the validation band for a dataset that cannot train at all.
-            raise NeuropilError(f"dataset '{name}' has no train volume with both a raw image and labels")
-        for volume_name, volume in usable.items():
-            loaded = load_training_volume(entry, volume_name, target_voxel_size=target_voxel_size)
-            train_part, validation_part = split_validation_band(loaded, width=width)
-            for part, into in ((train_part, training), (validation_part, validation)):
-                if part is None:
-                    continue
-                # Validation is predicted whole (padded), so only training parts must hold a patch.
-                small = patch_shape is not None and any(s < p for s, p in zip(part.raw.shape, patch_shape))
-                if into is training and small:
-                    logger.warning("%s: shape %s is smaller than the patch %s; left out", part.name,
-                                   part.raw.shape, tuple(patch_shape))
-                    continue
-                into.setdefault(name, []).append(part)
-        if name not in training:
-            raise NeuropilError(
-                f"dataset '{name}' has no training data left at {tuple(target_voxel_size)} nm beside a "
-                f"{width}-voxel validation band"
-            )
-    return training, validation

@@ -446,7 +446,9 @@ def _draw_processes(rng: np.random.Generator, domain: SynthDomain, low, high) ->
         mean_radius = domain.dendrite_radius_nm if kind == "dendrite" else domain.axon_radius_nm
         filled = 0.0
         while filled < budget and len(processes) < 5000:
-            radius = mean_radius * float(np.exp(domain.axon_radius_spread * rng.standard_normal() - 0.5 * domain.axon_radius_spread**2))
+            radius = mean_radius * float(
+                np.exp(domain.axon_radius_spread * rng.standard_normal() - 0.5 * domain.axon_radius_spread**2)
+            )
             if rng.random() < domain.orientation_coherence:
                 direction = main_direction + 0.35 * _random_unit(rng)
                 direction /= np.linalg.norm(direction)
@@ -672,7 +674,9 @@ def _place_mitochondria(rng, domain: SynthDomain, processes, distance, voxel, im
         half = np.ceil(major / voxel_array).astype(int)
         start = np.maximum(centre - half, 0)
         stop = np.minimum(centre + half + 1, shape)
-        grids = np.meshgrid(*[(np.arange(a, b) - c) * v for a, b, c, v in zip(start, stop, centre, voxel_array)], indexing="ij")
+        grids = np.meshgrid(
+            *[(np.arange(a, b) - c) * v for a, b, c, v in zip(start, stop, centre, voxel_array)], indexing="ij"
+        )
         along = sum(g * a for g, a in zip(grids, axis_long))
         across2 = sum(g * g for g in grids) - along**2
         q = along**2 / major**2 + across2 / minor**2
@@ -771,11 +775,11 @@ def synthetic_volume(
 
     Returns
     -------
-    neuropil.data.sampling.TrainingVolume
+    neuropil.data.volumes.TrainingVolume
         ``raw`` (z, y, x) and ``labels`` uint64 of ``shape`` at ``target_voxel_size``.
     """
     from neuropil.data.resample import resample
-    from neuropil.data.sampling import TrainingVolume
+    from neuropil.data.volumes import TrainingVolume
 
     resolved = _resolve_domain(domain)
     shape = _check_shape(shape)

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter
 
-from neuropil.data.sampling import Patch
+from neuropil.data.volumes import Patch
 
 
 def augment(patch: Patch, *, rng: np.random.Generator, transpose_xy: bool = True, intensity: bool = True) -> Patch:

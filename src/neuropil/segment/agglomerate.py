@@ -1,4 +1,33 @@
-"""One interface for every agglomeration method (see the package docstring)."""
+"""Agglomeration: fragments (supervoxels) -> segments, by one interface for every method.
+
+Methods, by name:
+
+- ``"mean"``: merge the pair of regions with the highest mean affinity across their
+  contact while ``1 - mean < threshold`` (waterz's ``OneMinus<MeanAffinity>``);
+- ``"quantile"``: the same with a quantile of a 256-bin affinity histogram
+  (waterz's ``OneMinus<HistogramQuantileAffinity<..., 256, false>>``);
+- ``"learned"``: gala-style merging in order of a random forest's merge probability,
+  optionally with the raw image as a second channel of features
+  (see :mod:`neuropil.segment.learned`);
+- ``"mutex"``: the mutex watershed (mwatershed) on the fragments' graph, with
+  mean affinity minus the threshold as signed edge weight.
+
+The greedy methods record their merge order, so any number of thresholds costs one
+run. Input is either nearest-neighbour affinities ``(c, z, y, x)`` (1 = same object)
+or a boundary map ``(z, y, x)`` (1 = boundary, like gala's p1), which is turned into
+affinities ``1 - mean`` of each voxel pair's boundary values
+(:func:`neuropil.segment.watershed.affinities_from_boundaries` with ``combine="mean"``).
+
+References
+----------
+Nunez-Iglesias, J., Kennedy, R., Parag, T., Shi, J. & Chklovskii, D. B. (2013).
+Machine learning of hierarchical clustering to segment 2D and 3D images.
+PLoS ONE 8(8), e71715. doi:10.1371/journal.pone.0071715
+Funke, J. et al. (2019). Large scale image segmentation with structured loss based
+deep learning for connectome reconstruction. IEEE TPAMI 41(7), 1669-1680.
+doi:10.1109/TPAMI.2018.2835450
+Wolf, S. et al. (2018). The mutex watershed. ECCV. doi:10.1007/978-3-030-01225-0_34
+"""
 
 from __future__ import annotations
 
@@ -9,8 +38,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from neuropil.agglomeration import graph, merge
 from neuropil.errors import NeuropilError
+from neuropil.segment import graph, merge
+from neuropil.segment.affinities import as_affinities
+from neuropil.segment.learned import check_model
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +69,6 @@ class Agglomeration:
         return self.contacts.paint(self.contacts.ids[roots])
 
 
-def as_affinities(affinities_or_boundaries: NDArray) -> NDArray[np.float32]:
-    """Nearest-neighbour affinities from a 4-D affinity or a 3-D boundary array, checked."""
-    from neuropil.watershed import _check_affinities, affinities_from_boundaries
-
-    array = np.asarray(affinities_or_boundaries)
-    if array.ndim == 3:
-        # the mean keeps the boundary values of both sides of each contact
-        return affinities_from_boundaries(array, combine="mean")
-    if array.ndim == 4:
-        return _check_affinities(array)
-    raise NeuropilError(
-        f"expected affinities (c, z, y, x) or a boundary map (z, y, x), not an array of shape {array.shape}"
-    )
-
-
 def agglomeration(
     affinities: NDArray,
     fragments: NDArray,
@@ -77,7 +93,7 @@ def agglomeration(
         Merging stops at the first lowest score ``>= stop``.
     quantile : int
         Percentile (0-100) of the quantile method.
-    model : neuropil.agglomeration.learned.MergeClassifier
+    model : neuropil.segment.learned.MergeClassifier
         The trained classifier of the learned method.
     image : (z, y, x) ndarray, optional
         Raw image, for a learned classifier trained with the image channel (and
@@ -103,7 +119,7 @@ def agglomeration(
             raise NeuropilError(f"quantile must be a percentile in 0..100, not {quantile}")
         edge_stats = edge_statistics(method, contacts.edge, contacts.value, contacts.n_edges)
     else:
-        from neuropil.agglomeration import learned
+        from neuropil.segment import learned
 
         check_model(model, image is not None)
         voxel_boundary = learned.voxel_boundaries(affinities, values)
@@ -127,7 +143,9 @@ def agglomeration(
     return Agglomeration(contacts, merge.MergeHistory(kept, removed, score))
 
 
-def edge_statistics(method: str, edge: NDArray[np.int64], value: NDArray[np.float32], n_edges: int) -> NDArray[np.float64]:
+def edge_statistics(
+    method: str, edge: NDArray[np.int64], value: NDArray[np.float32], n_edges: int
+) -> NDArray[np.float64]:
     """(n_edges, k) additive edge statistics of the mean or quantile score, from per-contact affinities.
 
     ``edge`` is each contact's edge index and ``value`` its affinity. mean: the sum of
@@ -136,21 +154,17 @@ def edge_statistics(method: str, edge: NDArray[np.int64], value: NDArray[np.floa
     parts of a volume are the statistics of the whole (:mod:`neuropil.blockwise`).
     """
     if method == "mean":
-        return np.stack([np.bincount(edge, weights=value, minlength=n_edges).astype(np.float64, copy=False),
-                         np.bincount(edge, minlength=n_edges).astype(np.float64)], axis=1)
-    counts = np.bincount(edge * HISTOGRAM_BINS + _histogram_levels(value, HISTOGRAM_BINS),
-                         minlength=n_edges * HISTOGRAM_BINS)
+        return np.stack(
+            [
+                np.bincount(edge, weights=value, minlength=n_edges).astype(np.float64, copy=False),
+                np.bincount(edge, minlength=n_edges).astype(np.float64),
+            ],
+            axis=1,
+        )
+    counts = np.bincount(
+        edge * HISTOGRAM_BINS + _histogram_levels(value, HISTOGRAM_BINS), minlength=n_edges * HISTOGRAM_BINS
+    )
     return counts.reshape(n_edges, HISTOGRAM_BINS).astype(np.float64)
-
-
-def check_model(model, image: bool) -> None:
-    """A one-line error unless ``model`` is a classifier whose image channel matches whether an image is given."""
-    if model is None:
-        raise NeuropilError("the learned method needs a trained model (model=...)")
-    if model.image and not image:
-        raise NeuropilError("the classifier was trained with the image channel: give the image too")
-    if image and not model.image:
-        raise NeuropilError("an image was given, but the classifier was trained without the image channel")
 
 
 def _histogram_levels(values: NDArray[np.float32], bins: int) -> NDArray[np.int64]:
@@ -186,7 +200,7 @@ def agglomerate(
         affinity above ``1 - threshold`` attract, the others repel.
     quantile : int
         Percentile of the quantile method.
-    model : neuropil.agglomeration.learned.MergeClassifier, optional
+    model : neuropil.segment.learned.MergeClassifier, optional
         Needed by ``"learned"``.
     image : (z, y, x) ndarray, optional
         Raw image, for a classifier trained with the image channel.
@@ -208,50 +222,10 @@ def agglomerate(
     if method == "mutex":
         if image is not None:
             raise NeuropilError("an image is only used by the learned method, not 'mutex'")
-        from neuropil.agglomeration.mutex import mutex_watershed
+        from neuropil.segment.mutex import mutex_watershed
 
         return [mutex_watershed(affinities, fragments, threshold=t) for t in thresholds]
     run = agglomeration(
         affinities, fragments, method=method, stop=max(thresholds), quantile=quantile, model=model, image=image
     )
     return [run.segmentation(t) for t in thresholds]
-
-
-def segment(
-    affinities: NDArray,
-    *,
-    threshold: float = 0.5,
-    method: str = "mean",
-    fragment_threshold: float = 0.5,
-    min_size: int = 20,
-    mask: NDArray | None = None,
-    model=None,
-    image: NDArray | None = None,
-) -> NDArray[np.uint64]:
-    """Fragments by watershed, then agglomeration: affinities (or boundaries) to segments.
-
-    Parameters
-    ----------
-    affinities : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
-        Nearest-neighbour affinities (1 = same object), or a boundary map (1 = boundary).
-    threshold : float
-        Agglomeration threshold (see :func:`agglomerate`).
-    method : str
-        Agglomeration method.
-    fragment_threshold, min_size, mask
-        Passed to :func:`neuropil.watershed.fragments` as ``threshold``, ``min_size``, ``mask``.
-    model, image
-        Passed to :func:`agglomerate`.
-
-    Returns
-    -------
-    segmentation : (z, y, x) ndarray of uint64
-    """
-    from neuropil.watershed import fragments as watershed_fragments
-    from neuropil.watershed import fragments_from_boundaries
-
-    array = np.asarray(affinities)
-    make_fragments = fragments_from_boundaries if array.ndim == 3 else watershed_fragments
-    fragment_ids, _ = make_fragments(array, threshold=fragment_threshold, min_size=min_size, mask=mask)
-    (segmentation,) = agglomerate(array, fragment_ids, method=method, thresholds=(threshold,), model=model, image=image)
-    return segmentation

@@ -21,15 +21,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm.auto import tqdm
 
-from neuropil.augment import augment
-from neuropil.data.sampling import MultiDomainSampler, TrainingVolume
+from neuropil.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from neuropil.data.sampling import MultiDomainSampler
+from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig, UNet3D
+from neuropil.train.augment import augment
+from neuropil.train.loss import masked_bce_loss, validation_loss
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
 
 
 class TrainConfig(BaseModel):
@@ -65,55 +66,6 @@ def config_error(error: ValidationError, where: str) -> NeuropilError:
     return NeuropilError(f"{where}: bad value for '{key}': {first['msg']}")
 
 
-def masked_bce_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, balance: bool) -> torch.Tensor:
-    """Binary cross-entropy over known affinities only, optionally class-balanced."""
-    weights = mask
-    if balance:
-        known = mask.sum().clamp(min=1.0)
-        positive = (target * mask).sum()
-        negative = known - positive
-        weights = mask * torch.where(
-            target > 0.5, known / (2 * positive.clamp(min=1.0)), known / (2 * negative.clamp(min=1.0))
-        )
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weights, reduction="sum")
-    return loss / mask.sum().clamp(min=1.0)
-
-
-def validation_loss(model: UNet3D, volume: TrainingVolume, *, balance: bool = True, device: str = "cpu") -> float:
-    """The training loss of the model's whole-volume prediction of ``volume``.
-
-    Predicted in exact tiles (:func:`neuropil.predict.predict_affinities`), so a
-    validation band narrower than a training patch is scored too.
-
-    Parameters
-    ----------
-    model : UNet3D
-    volume : TrainingVolume
-        At the model's voxel size.
-    balance : bool
-        Class-balance as in training (:func:`masked_bce_loss`).
-
-    Returns
-    -------
-    float
-        Masked binary cross-entropy over the known affinities (nats per affinity).
-    """
-    from neuropil.predict import predict_affinities
-
-    affinities = predict_affinities(volume.raw, model, progress=False, device=device)
-    return affinity_loss(affinities, volume, model.config.offsets, balance=balance)
-
-
-def affinity_loss(affinities: np.ndarray, volume: TrainingVolume, offsets, *, balance: bool) -> float:
-    """:func:`masked_bce_loss` of predicted affinities ``(c, z, y, x)`` against ``volume``'s labels."""
-    target = volume.targets(offsets)
-    logits = torch.logit(torch.from_numpy(np.ascontiguousarray(affinities, dtype=np.float32)), eps=1e-6)
-    loss = masked_bce_loss(
-        logits, torch.from_numpy(target.affinities), torch.from_numpy(target.mask.astype(np.float32)), balance=balance
-    )
-    return float(loss.item())
-
-
 def centre_crop(volume: TrainingVolume, shape: Sequence[int] | None) -> TrainingVolume:
     """The centre of ``volume``, at most ``shape`` (z, y, x) voxels (a view; the volume itself if it fits)."""
     if shape is None or all(s <= c for s, c in zip(volume.raw.shape, shape)):
@@ -122,39 +74,6 @@ def centre_crop(volume: TrainingVolume, shape: Sequence[int] | None) -> Training
         slice((s - min(s, c)) // 2, (s - min(s, c)) // 2 + min(s, c)) for s, c in zip(volume.raw.shape, shape)
     )
     return volume.crop(region, part="centre", crop=[(r.start, r.stop) for r in region])
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` through a temporary file, so a crash never leaves half a checkpoint."""
-    temporary = path.with_name(path.name + ".partial")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise NeuropilError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise NeuropilError(f"{path}: not a readable checkpoint ({type(error).__name__})") from error
-    if not isinstance(state, dict) or "model_config" not in state or "model_state" not in state:
-        raise NeuropilError(f"{path}: not a neuropil checkpoint (no model_config/model_state)")
-    # checkpoints written before the normalization option existed hold networks without any
-    state["model_config"] = {"normalization": "none", **state["model_config"]}
-    return state
-
-
-def load_model(path: str | os.PathLike, *, device: str = "cpu") -> UNet3D:
-    """The trained model stored in a checkpoint, in eval mode."""
-    state = load_checkpoint(path)
-    try:
-        model = UNet3D(ModelConfig(**state["model_config"]))
-        model.load_state_dict(state["model_state"])
-    except (ValidationError, RuntimeError) as error:
-        raise NeuropilError(f"{path}: checkpoint does not match the model ({str(error).splitlines()[0]})") from error
-    return model.to(device).eval()
 
 
 class Trainer:
@@ -196,7 +115,9 @@ class Trainer:
         )
         divisor = UNet3D(model_config).divisor
         if any(p % d for p, d in zip(train_config.patch_shape, divisor)):
-            raise NeuropilError(f"patch_shape {train_config.patch_shape} must be a multiple of {divisor} for this model")
+            raise NeuropilError(
+                f"patch_shape {train_config.patch_shape} must be a multiple of {divisor} for this model"
+            )
         voxel_sizes = {
             tuple(v.voxel_size) for group in (domains, self.validation) for volumes in group.values() for v in volumes
         }
@@ -255,10 +176,16 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Mean :func:`validation_loss` per validation domain (empty without validation volumes)."""
         losses = {
-            name: float(np.mean([
-                validation_loss(self.model, volume, balance=self.config.balance_classes, device=self.config.device)
-                for volume in volumes
-            ]))
+            name: float(
+                np.mean(
+                    [
+                        validation_loss(
+                            self.model, volume, balance=self.config.balance_classes, device=self.config.device
+                        )
+                        for volume in volumes
+                    ]
+                )
+            )
             for name, volumes in self.validation.items()
         }
         if losses:
@@ -315,7 +242,9 @@ class Trainer:
         logits = self.model(raw)
         loss = masked_bce_loss(logits, target, mask, balance=self.config.balance_classes)
         if not torch.isfinite(loss):
-            raise NeuropilError(f"training loss became {loss.item()} at iteration {self.iteration}; lower the learning rate")
+            raise NeuropilError(
+                f"training loss became {loss.item()} at iteration {self.iteration}; lower the learning rate"
+            )
         loss.backward()
         self.optimizer.step()
         self.iteration += 1
@@ -326,7 +255,9 @@ class Trainer:
         log = (self.out_dir / "log.csv").open("a", buffering=1)
         if self.iteration == 0:
             log.write("iteration,loss\n")
-        bar = tqdm(total=self.config.iterations, initial=self.iteration, desc="training", disable=not progress, unit="it")
+        bar = tqdm(
+            total=self.config.iterations, initial=self.iteration, desc="training", disable=not progress, unit="it"
+        )
         try:
             while self.iteration < self.config.iterations:
                 loss = self.step()

@@ -22,17 +22,17 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from neuropil.agglomeration import agglomerate
 from neuropil.data.synth import PRESETS, synthetic_volume
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import Scores, evaluate
 from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig, UNet3D
 from neuropil.predict import predict_affinities
+from neuropil.segment import agglomerate
+from neuropil.segment.watershed import fragments
 from neuropil.targets import affinities_from_labels
 from neuropil.train import TrainConfig, Trainer
 from neuropil.visualize import figure_slice
-from neuropil.watershed import fragments
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ def best_threshold(results: list[list[Scores]], thresholds) -> float:
     return float(thresholds[int(np.argmin(mean_voi))])
 
 
-def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> list[DomainResult]:
+def run_demo(
+    out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True
+) -> list[DomainResult]:
     """Run the demo and write ``report.md``, ``results.json`` and one PNG per domain to ``out_dir``."""
     settings = QUICK if quick else FULL
     out_dir = Path(out_dir)
@@ -132,7 +134,10 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
         return predict_affinities(volume.raw, network, progress=False)
 
     def scores_per_threshold(affinities, volume):
-        return [evaluate(seg, volume.labels) for seg in segment_thresholds(affinities, settings.thresholds, voxel_size=target)]
+        return [
+            evaluate(seg, volume.labels)
+            for seg in segment_thresholds(affinities, settings.thresholds, voxel_size=target)
+        ]
 
     # A lab tunes the agglomeration threshold on the labelled validation data of each
     # dataset; a domain without labels gets the one that is best over all of them.
@@ -149,7 +154,9 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
         trained = evaluate(segmentations[index], volume.labels)
         baseline = scores_per_threshold(predict(untrained, volume), volume)
         untrained_best = min(baseline, key=lambda s: s.voi)
-        target_affinities = affinities_from_labels(volume.labels, offsets=settings.model.offsets, label_zero=volume.label_zero)
+        target_affinities = affinities_from_labels(
+            volume.labels, offsets=settings.model.offsets, label_zero=volume.label_zero
+        )
         figure = figure_slice(
             out_dir / f"{name}.png",
             raw=volume.raw,
@@ -171,7 +178,15 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
             )
         )
     total_seconds = time.perf_counter() - started
-    write_report(out_dir, results, settings=settings, thresholds=thresholds, train_seconds=train_seconds, total_seconds=total_seconds, quick=quick)
+    write_report(
+        out_dir,
+        results,
+        settings=settings,
+        thresholds=thresholds,
+        train_seconds=train_seconds,
+        total_seconds=total_seconds,
+        quick=quick,
+    )
     return results
 
 
@@ -188,13 +203,15 @@ def results_table(results: list[DomainResult]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path, results, *, settings: DemoSettings, thresholds, train_seconds, total_seconds, quick) -> None:
+def write_report(
+    out_dir: Path, results, *, settings: DemoSettings, thresholds, train_seconds, total_seconds, quick
+) -> None:
     domain_lines = "\n".join(
         f"- **{name}**: {PRESETS[name].description} (voxel size {PRESETS[name].voxel_size} nm)"
         for name in (*settings.train_domains, settings.unseen_domain)
     )
     figures = "\n\n".join(f"### {r.domain}\n\n![{r.domain}]({r.figure})" for r in results)
-    text = f"""# neuropil demo{' (quick)' if quick else ''}
+    text = f"""# neuropil demo{" (quick)" if quick else ""}
 
 One U-Net (depth {settings.model.depth}, base {settings.model.base_channels} channels) trained for
 {settings.train.iterations} iterations on {len(settings.train_domains)} synthetic domains, all rescaled to

@@ -32,13 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from neuropil.data.synth import PRESETS, synthetic_volume, with_changes
-from neuropil.demo import FULL, QUICK, best_threshold, segment_thresholds
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import evaluate
+from neuropil.experiments.demo import FULL, QUICK, best_threshold, segment_thresholds
 from neuropil.files import save_figure_atomic, write_text_atomic
 from neuropil.model import ModelConfig
 from neuropil.predict import predict_affinities
-from neuropil.train import TrainConfig, Trainer, affinity_loss
+from neuropil.train import TrainConfig, Trainer
+from neuropil.train.loss import affinity_loss
 from neuropil.visualize import in_plane_affinity, in_plane_target, overlay_rgb
 
 logger = logging.getLogger(__name__)
@@ -167,16 +168,30 @@ def run_study(
         for domain, test in tests.items():
             affinities, per_threshold = predicted_scores(test)
             result = per_threshold[settings.thresholds.index(chosen)]
-            scores.append(Score(
-                model=name, domain=domain,
-                cross_entropy=affinity_loss(affinities, test, settings.model.offsets, balance=False),
-                voi_split=result.voi_split, voi_merge=result.voi_merge, arand=result.arand, threshold=chosen,
-            ))
+            scores.append(
+                Score(
+                    model=name,
+                    domain=domain,
+                    cross_entropy=affinity_loss(affinities, test, settings.model.offsets, balance=False),
+                    voi_split=result.voi_split,
+                    voi_merge=result.voi_merge,
+                    arand=result.arand,
+                    threshold=chosen,
+                )
+            )
             if domain in settings.unseen:
                 pictures[name][domain] = affinities
     figure = comparison_figure(out_dir / "unseen.png", tests, pictures, settings)
-    write_report(out_dir, scores, settings=settings, thresholds=thresholds, train_seconds=train_seconds,
-                 total_seconds=time.perf_counter() - started, figure=figure.name, quick=quick)
+    write_report(
+        out_dir,
+        scores,
+        settings=settings,
+        thresholds=thresholds,
+        train_seconds=train_seconds,
+        total_seconds=time.perf_counter() - started,
+        figure=figure.name,
+        quick=quick,
+    )
     return scores
 
 
@@ -204,8 +219,10 @@ def comparison_figure(path: Path, tests, pictures, settings: StudySettings) -> P
             axes[row, column].set_title(f"trained on {name}", fontsize=8)
     for axis in axes.ravel():
         axis.axis("off")
-    fig.suptitle("Unseen domains: affinities black (0) to pale blue-white (1), red where the ground-truth affinity is 1",
-                 fontsize=8)
+    fig.suptitle(
+        "Unseen domains: affinities black (0) to pale blue-white (1), red where the ground-truth affinity is 1",
+        fontsize=8,
+    )
     fig.tight_layout()
     return save_figure_atomic(fig, path)
 
@@ -220,7 +237,9 @@ def matrix_table(scores: list[Score], metric: str) -> str:
     domains = list(dict.fromkeys(s.domain for s in scores))
     lines = ["| trained on | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
     for model in models:
-        lines.append(f"| {model} | " + " | ".join(f"{getattr(_get(scores, model, d), metric):.3f}" for d in domains) + " |")
+        lines.append(
+            f"| {model} | " + " | ".join(f"{getattr(_get(scores, model, d), metric):.3f}" for d in domains) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -273,17 +292,17 @@ def write_report(out_dir: Path, scores, *, settings, thresholds, train_seconds, 
         f"- **{name}**: {PRESETS[name].description} (voxel size {PRESETS[name].voxel_size} nm)"
         for name in (*settings.sources, *settings.unseen)
     )
-    text = f"""# neuropil domain-bias study{' (quick)' if quick else ''}
+    text = f"""# neuropil domain-bias study{" (quick)" if quick else ""}
 
 One U-Net (depth {settings.model.depth}, base {settings.model.base_channels} channels, {settings.train.iterations}
 iterations) per source domain and one on all of them (a sample picks a domain uniformly, then a
 volume), all at {settings.target_voxel_size} nm (z, y, x). Each model is scored on a held-out volume of
 every domain; the agglomeration threshold of each model is chosen on its own domains' validation
-volumes ({', '.join(f'{k} {v:.2f}' for k, v in thresholds.items())}). Cross-entropy: masked binary
+volumes ({", ".join(f"{k} {v:.2f}" for k, v in thresholds.items())}). Cross-entropy: masked binary
 cross-entropy of the affinities against the ground truth (nats per affinity). Ground truth 0 is not
 scored. The extracellular-space sweep changes only `extracellular_nm` of {settings.sweep_domain}.
 
-Training took {', '.join(f'{k} {v:.0f} s' for k, v in train_seconds.items()) or 'no time (every model was already trained in this folder)'}; this run {total_seconds:.0f} s.
+Training took {", ".join(f"{k} {v:.0f} s" for k, v in train_seconds.items()) or "no time (every model was already trained in this folder)"}; this run {total_seconds:.0f} s.
 
 ## Domains
 
@@ -310,6 +329,11 @@ Training took {', '.join(f'{k} {v:.0f} s' for k, v in train_seconds.items()) or 
 ![unseen domains]({figure})
 """
     write_text_atomic(out_dir / "report.md", text)
-    payload = {"thresholds": thresholds, "train_seconds": train_seconds, "total_seconds": total_seconds,
-               "quick": quick, "scores": [dataclasses.asdict(s) for s in scores]}
+    payload = {
+        "thresholds": thresholds,
+        "train_seconds": train_seconds,
+        "total_seconds": total_seconds,
+        "quick": quick,
+        "scores": [dataclasses.asdict(s) for s in scores],
+    }
     write_text_atomic(out_dir / "results.json", json.dumps(payload, indent=2))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from neuropil.agglomeration import graph
+from neuropil.segment import graph
+from neuropil.segment.affinities import as_affinities
 
 
 def mutex_watershed(affinities: NDArray, fragments: NDArray, *, threshold: float = 0.5) -> NDArray[np.uint64]:
@@ -30,8 +31,6 @@ def mutex_watershed(affinities: NDArray, fragments: NDArray, *, threshold: float
         Each segment keeps the id of one of its fragments.
     """
     import mwatershed
-
-    from neuropil.agglomeration.core import as_affinities
 
     values = as_affinities(affinities)
     fragments = graph.check_fragments(fragments, values.shape[1:])

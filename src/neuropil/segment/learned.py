@@ -53,15 +53,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from neuropil.agglomeration import graph, merge
 from neuropil.errors import NeuropilError
+from neuropil.segment import graph, merge
+from neuropil.segment.affinities import affinities_from_boundaries, as_affinities, mean_affinity
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ POLICY_TREES_DIVISOR = 10
 
 
 def feature_names(n_bins: int, image: bool = False) -> list[str]:
-    """Names of the features :func:`neuropil.agglomeration.merge.edge_features` computes."""
+    """Names of the features :func:`neuropil.segment.merge.edge_features` computes."""
     names = ["log_contact", "boundary_mean", "boundary_std", "boundary_q10", "boundary_q50", "boundary_q90"]
     names += [f"boundary_hist_{i}_of_{n_bins}" for i in range(n_bins)]
     node = ["log_size", "inside_mean", "inside_std", "elongation"]
@@ -207,12 +208,11 @@ def forest_from_sklearn(classifier) -> merge.Forest:
 
 def voxel_boundaries(affinities_or_boundaries: NDArray, values: NDArray[np.float32]) -> NDArray[np.float32]:
     """Boundary value of each voxel: the boundary map itself, or 1 - mean affinity."""
-    from neuropil.watershed import _mean_affinity
 
     array = np.asarray(affinities_or_boundaries)
     if array.ndim == 3:
         return array.astype(np.float32, copy=False)
-    return 1 - _mean_affinity(values)
+    return 1 - mean_affinity(values)
 
 
 def statistics(
@@ -248,8 +248,6 @@ def statistics(
     node3 = contacts.node.reshape((1,) * (3 - contacts.node.ndim) + contacts.node.shape)
     across = None
     if image is not None:
-        from neuropil.watershed import affinities_from_boundaries
-
         image = image_values(image, contacts.node.shape)
         # the same walk over voxel pairs as the contacts', so the values line up with them
         across = graph.contact_values(contacts, affinities_from_boundaries(image, combine="mean"))
@@ -267,7 +265,7 @@ def edge_statistics(
 
     ``edge`` is each contact's edge index, ``value`` its affinity and ``across`` (with
     an image channel) the image pair value ``1 - mean`` of its two voxels' images, as
-    :func:`neuropil.watershed.affinities_from_boundaries` gives it.
+    :func:`neuropil.segment.affinities.affinities_from_boundaries` gives it.
     """
     boundary = 1.0 - value.astype(np.float64)
     level = np.clip((boundary * n_bins).astype(np.int64), 0, n_bins - 1)
@@ -280,8 +278,15 @@ def edge_statistics(
     stats = [np.stack(columns, axis=1), histogram.reshape(n_edges, n_bins).astype(np.float64)]
     if across is not None:
         image = 1.0 - np.asarray(across).astype(np.float64)
-        stats.append(np.stack([np.bincount(edge, weights=image, minlength=n_edges),
-                               np.bincount(edge, weights=image**2, minlength=n_edges)], axis=1))
+        stats.append(
+            np.stack(
+                [
+                    np.bincount(edge, weights=image, minlength=n_edges),
+                    np.bincount(edge, weights=image**2, minlength=n_edges),
+                ],
+                axis=1,
+            )
+        )
     return np.concatenate(stats, axis=1)
 
 
@@ -459,8 +464,6 @@ def train(
     """
     from sklearn.ensemble import ExtraTreesClassifier
 
-    from neuropil.agglomeration.core import as_affinities
-
     values = as_affinities(affinities)
     fragments = graph.check_fragments(fragments, values.shape[1:])
     ground_truth = np.asarray(ground_truth)
@@ -483,8 +486,17 @@ def train(
     for epoch in range(epochs):
         mode = merge.BOUNDARY_MEAN if classifier is None else merge.LEARNED
         *_, examples, example_labels = merge.merge_until(
-            contacts.n_nodes, contacts.u, contacts.v, edge_stats, node_stats,
-            mode, 50, n_bins, forest.packed(), np.inf, labels,
+            contacts.n_nodes,
+            contacts.u,
+            contacts.v,
+            edge_stats,
+            node_stats,
+            mode,
+            50,
+            n_bins,
+            forest.packed(),
+            np.inf,
+            labels,
         )
         all_examples.append(examples)
         all_labels.append(example_labels)
@@ -504,3 +516,13 @@ def train(
         ).fit(features, targets, sample_weight=weights)
         forest = forest_from_sklearn(classifier)
     return MergeClassifier(forest, n_bins, names, image is not None)
+
+
+def check_model(model, image: bool) -> None:
+    """A one-line error unless ``model`` is a classifier whose image channel matches whether an image is given."""
+    if model is None:
+        raise NeuropilError("the learned method needs a trained model (model=...)")
+    if model.image and not image:
+        raise NeuropilError("the classifier was trained with the image channel: give the image too")
+    if image and not model.image:
+        raise NeuropilError("an image was given, but the classifier was trained without the image channel")

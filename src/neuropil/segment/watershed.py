@@ -27,8 +27,9 @@ import numpy as np
 import scipy.ndimage
 from numpy.typing import NDArray
 
-from neuropil.conventions import AFFINITY_DTYPE, LABEL_DTYPE
+from neuropil.conventions import LABEL_DTYPE
 from neuropil.errors import NeuropilError
+from neuropil.segment.affinities import affinities_from_boundaries, check_affinities, mean_affinity, shifted_slices
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def fragments(
     max_id : int
         The number of fragments.
     """
-    affinities = _check_affinities(affinities)
+    affinities = check_affinities(affinities)
     shape = affinities.shape[1:]
     ndim = len(shape)
     affinities = affinities[:ndim]
@@ -150,82 +151,6 @@ def fragments_from_boundaries(
     )
 
 
-def affinities_from_boundaries(boundaries: NDArray, *, combine: str = "max") -> NDArray[np.float32]:
-    """Nearest-neighbour affinities ``1 - max(b[p], b[p + offset])`` from a boundary map.
-
-    Parameters
-    ----------
-    boundaries : (z, y, x) ndarray of float
-        Boundary probability in [0, 1] (1 = boundary).
-    combine : {"max", "mean"}
-        How the two voxels' boundary values make one: the larger (a voxel watershed's
-        flooding level) or their mean (keeps both sides of a contact).
-
-    Returns
-    -------
-    affinities : (ndim, z, y, x) ndarray of float32
-        Channel ``c`` relates ``p`` and ``p`` minus one voxel along axis ``c``; 0 in
-        the first plane of each axis, where there is no such neighbour.
-    """
-    boundaries = np.asarray(boundaries)
-    if boundaries.ndim < 2:
-        raise NeuropilError(f"a boundary map needs 2 or 3 dimensions, not shape {boundaries.shape}")
-    if not np.issubdtype(boundaries.dtype, np.floating):
-        raise NeuropilError(f"boundary map must be float in [0, 1], not {boundaries.dtype}")
-    if not np.isfinite(boundaries).all():
-        raise NeuropilError("boundary map contains NaN or infinite values")
-    boundaries = boundaries.astype(AFFINITY_DTYPE, copy=False)
-    affinities = np.zeros((boundaries.ndim, *boundaries.shape), dtype=AFFINITY_DTYPE)
-    for axis in range(boundaries.ndim):
-        here = _shifted(boundaries.ndim, axis, 1)
-        there = _shifted(boundaries.ndim, axis, 0)
-        if combine == "max":
-            affinities[axis][here] = 1 - np.maximum(boundaries[here], boundaries[there])
-        elif combine == "mean":
-            affinities[axis][here] = 1 - (boundaries[here] + boundaries[there]) / 2
-        else:
-            raise NeuropilError(f"combine must be 'max' or 'mean', not {combine!r}")
-    return affinities
-
-
-def _shifted(ndim: int, axis: int, start: int) -> tuple[slice, ...]:
-    """Slices selecting voxels ``p`` (start 1) or ``p - 1`` along ``axis`` (start 0)."""
-    index = [slice(None)] * ndim
-    index[axis] = slice(1, None) if start else slice(None, -1)
-    return tuple(index)
-
-
-def _check_affinities(affinities: NDArray) -> NDArray[np.float32]:
-    affinities = np.asarray(affinities)
-    if affinities.ndim not in (3, 4) or affinities.shape[0] < affinities.ndim - 1:
-        raise NeuropilError(
-            f"affinities must be (c, z, y, x) with at least one channel per axis, not shape {affinities.shape}"
-        )
-    if not np.issubdtype(affinities.dtype, np.floating):
-        raise NeuropilError(f"affinities must be float in [0, 1], not {affinities.dtype}")
-    if 0 in affinities.shape[1:]:
-        raise NeuropilError(f"affinities have an empty axis: shape {affinities.shape}")
-    affinities = np.ascontiguousarray(affinities[: affinities.ndim - 1], dtype=AFFINITY_DTYPE)
-    if not np.isfinite(affinities).all():
-        raise NeuropilError("affinities contain NaN or infinite values")
-    return affinities
-
-
-def _mean_affinity(affinities: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Mean affinity of each voxel to its (up to 2 * ndim) neighbours."""
-    ndim = affinities.ndim - 1
-    total = np.zeros(affinities.shape[1:], dtype=np.float32)
-    count = np.zeros(affinities.shape[1:], dtype=np.float32)
-    for axis in range(ndim):
-        here = _shifted(ndim, axis, 1)
-        there = _shifted(ndim, axis, 0)
-        total[here] += affinities[axis][here]
-        count[here] += 1
-        total[there] += affinities[axis][here]
-        count[there] += 1
-    return total / np.maximum(count, 1)
-
-
 def _distance_transform_seeds(
     affinities: NDArray[np.float32],
     *,
@@ -234,7 +159,7 @@ def _distance_transform_seeds(
     voxel_size: tuple[float, ...] | None,
 ) -> NDArray[np.int64]:
     """Seeds: connected plateaus of maxima of the distance to low-affinity voxels."""
-    interior = _mean_affinity(affinities) > threshold
+    interior = mean_affinity(affinities) > threshold
     if mask is not None:
         interior &= mask
     if interior.all():
@@ -383,8 +308,8 @@ def _watershed_cut(affinities, seeds, valid, shape, min_size, floor=0.0):
         sizes = np.bincount(labels.ravel(), minlength=n_labels)
         sources, targets, values = [], [], []
         for axis in range(ndim):
-            here = _shifted(ndim, axis, 1)
-            there = _shifted(ndim, axis, 0)
+            here = shifted_slices(ndim, axis, 1)
+            there = shifted_slices(ndim, axis, 0)
             a, b, value = labels[here], labels[there], affinities[axis][here]
             # a pair of fragments both at least min_size is never merged (sizes only grow)
             small = (sizes[a] < min_size) | (sizes[b] < min_size)

@@ -52,6 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from neuropil.errors import NeuropilError
+from neuropil.files import remove_path, swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,24 @@ SLICE_SUFFIXES = (".tif", ".tiff", ".png")
 _READ_ERRORS = (OSError, ValueError, KeyError, EOFError, RuntimeError, TypeError, struct.error, zlib.error)
 
 _UNIT_TO_NM = {
-    "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0,
-    "um": 1e3, "µm": 1e3, "\u00b5m": 1e3, "micron": 1e3, "micrometer": 1e3, "micrometre": 1e3,
-    "mm": 1e6, "millimeter": 1e6, "millimetre": 1e6,
-    "angstrom": 0.1, "pm": 1e-3, "picometer": 1e-3, "m": 1e9, "meter": 1e9, "metre": 1e9,
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometre": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "\u00b5m": 1e3,
+    "micron": 1e3,
+    "micrometer": 1e3,
+    "micrometre": 1e3,
+    "mm": 1e6,
+    "millimeter": 1e6,
+    "millimetre": 1e6,
+    "angstrom": 0.1,
+    "pm": 1e-3,
+    "picometer": 1e-3,
+    "m": 1e9,
+    "meter": 1e9,
+    "metre": 1e9,
 }
 
 
@@ -294,10 +309,15 @@ def _ome_multiscales(attributes: dict) -> list | None:
     return None
 
 
-def _ome_transform(multiscale: dict, dataset: dict) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, list[int]]:
+def _ome_transform(
+    multiscale: dict, dataset: dict
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, list[int]]:
     """Voxel size and offset (nm) of one OME-Zarr level, and the indices of its space axes."""
     axes = multiscale.get("axes") or [{"name": name, "type": "space"} for name in "zyx"]
-    axes = [{"name": axis, "type": "space" if axis in "zyx" else "other"} if isinstance(axis, str) else axis for axis in axes]
+    axes = [
+        {"name": axis, "type": "space" if axis in "zyx" else "other"} if isinstance(axis, str) else axis
+        for axis in axes
+    ]
     spatial = [i for i, axis in enumerate(axes) if axis.get("type", "space") == "space"]
     scale = np.ones(len(axes))
     translation = np.zeros(len(axes))
@@ -311,7 +331,11 @@ def _ome_transform(multiscale: dict, dataset: dict) -> tuple[tuple[float, ...] |
             elif transform.get("type") == "translation":
                 translation = translation + np.asarray(transform["translation"], dtype=np.float64)
     factors = np.array([_UNIT_TO_NM.get(str(axes[i].get("unit", "nm")).lower(), 1.0) for i in spatial])
-    return tuple(float(v) for v in scale[spatial] * factors), tuple(float(v) for v in translation[spatial] * factors), spatial
+    return (
+        tuple(float(v) for v in scale[spatial] * factors),
+        tuple(float(v) for v in translation[spatial] * factors),
+        spatial,
+    )
 
 
 class _ZarrBackend(_Backend):
@@ -500,9 +524,9 @@ def _write_n5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compr
     try:
         _write_n5_blocks(temporary, array, attributes, block, compression, where)
     except BaseException:
-        _remove(temporary)
+        remove_path(temporary)
         raise
-    _swap_in(temporary, final)
+    swap_in(temporary, final)
 
 
 def _write_n5_blocks(temporary: Path, array: NDArray, attributes: dict, block, compression: str, where) -> None:
@@ -595,9 +619,7 @@ class _SlicesBackend(_Backend):
         for z in range(region[0].start, region[0].stop, region[0].step):
             plane = np.asarray(iio.imread(self.files[z]))
             if plane.shape != self.shape[1:]:
-                raise NeuropilError(
-                    f"{self.files[z]}: slice has shape {plane.shape}, the first slice {self.shape[1:]}"
-                )
+                raise NeuropilError(f"{self.files[z]}: slice has shape {plane.shape}, the first slice {self.shape[1:]}")
             planes.append(plane[region[1:]].astype(self.dtype, copy=False))
         if not planes:
             return np.zeros(_region_shape(region), dtype=self.dtype)
@@ -681,7 +703,9 @@ class Volume:
         if voxel_size is not None:
             given = tuple(float(v) for v in voxel_size)
             if len(given) != len(self.shape) and not (len(self.shape) == 4 and len(given) == 3):
-                raise NeuropilError(f"{self.address}: voxel_size {given} has {len(given)} entries for {len(self.shape)} axes")
+                raise NeuropilError(
+                    f"{self.address}: voxel_size {given} has {len(given)} entries for {len(self.shape)} axes"
+                )
             if stored is not None and not np.allclose(stored, given, rtol=1e-3):
                 raise NeuropilError(f"{self.address}: voxel size mismatch: the file says {stored} nm, given {given} nm")
             stored = stored or given
@@ -750,8 +774,10 @@ class Volume:
 def _load_mapping(mapping) -> tuple[NDArray, NDArray]:
     table = np.asarray(read_volume(mapping) if isinstance(mapping, (str, os.PathLike)) else mapping)
     if table.ndim != 2 or table.shape[1] != 2:
-        raise NeuropilError(f"{mapping if isinstance(mapping, (str, os.PathLike)) else 'mapping'}: "
-                            f"expected an (n, 2) table of (supervoxel, body), got shape {table.shape}")
+        raise NeuropilError(
+            f"{mapping if isinstance(mapping, (str, os.PathLike)) else 'mapping'}: "
+            f"expected an (n, 2) table of (supervoxel, body), got shape {table.shape}"
+        )
     order = np.argsort(table[:, 0], kind="stable")
     return table[order, 0], table[order, 1]
 
@@ -855,29 +881,6 @@ def write_volume(
     return where
 
 
-def _remove(path: Path) -> None:
-    """Delete a file or folder if it exists."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
-def _swap_in(temporary: Path, final: Path) -> None:
-    """Put the finished folder ``temporary`` at ``final``.
-
-    Folders cannot be replaced in one rename, so the old one is first renamed aside: at every
-    moment either the old or the new array is complete at a known name.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.with_name(final.name + ".old")
-    _remove(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(temporary, final)
-    _remove(old)
-
-
 def _write_hdf5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression) -> None:
     import h5py
 
@@ -892,9 +895,7 @@ def _write_hdf5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, com
             if key in file:
                 del file[key]
             chunked = chunks if chunks else (True if array.size > 1 else None)
-            dataset = file.create_dataset(
-                key, data=array, chunks=chunked, compression=compression if chunked else None
-            )
+            dataset = file.create_dataset(key, data=array, chunks=chunked, compression=compression if chunked else None)
             if voxel_size is not None:
                 dataset.attrs["resolution"] = np.asarray(voxel_size, dtype=np.float64)
     except BaseException:
@@ -910,7 +911,7 @@ def _write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zar
     root = zarr.open_group(str(where.path), mode="a", zarr_format=zarr_format)
     temporary_key = f"{key}.partial"
     temporary = where.path / temporary_key
-    _remove(temporary)
+    remove_path(temporary)
     try:
         target = root.create_array(
             temporary_key, shape=array.shape, dtype=array.dtype, chunks=chunks or "auto", overwrite=True
@@ -919,10 +920,10 @@ def _write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zar
         if voxel_size is not None:
             target.attrs["resolution"] = [float(v) for v in voxel_size]
     except BaseException:
-        _remove(temporary)
+        remove_path(temporary)
         raise
     # zarr stores have no rename; move the finished array's folder into place.
-    _swap_in(temporary, where.path / key)
+    swap_in(temporary, where.path / key)
 
 
 def write_ome_zarr(
@@ -958,11 +959,14 @@ def write_ome_zarr(
             target = level_size * factor
             level_array = resample(level_array, voxel_size=level_size, target_voxel_size=target, kind=kind)
             level_size = target
-        node = root.create_array(str(level), shape=level_array.shape, dtype=level_array.dtype,
-                                 chunks=chunks or "auto")
+        node = root.create_array(str(level), shape=level_array.shape, dtype=level_array.dtype, chunks=chunks or "auto")
         node[...] = level_array
-        datasets.append({"path": str(level), "coordinateTransformations": [
-            {"type": "scale", "scale": [float(v) for v in level_size]}]})
+        datasets.append(
+            {
+                "path": str(level),
+                "coordinateTransformations": [{"type": "scale", "scale": [float(v) for v in level_size]}],
+            }
+        )
     multiscale = {
         "axes": [{"name": name, "type": "space", "unit": "nanometer"} for name in "zyx"],
         "datasets": datasets,

@@ -140,7 +140,7 @@ def edge_features(edge_stat, node_u, node_v, n_bins):
     z, y, x, sums of zz, yy, xx, zy, zx, yx``, the contact area with all other regions
     (the surface), then (with an image channel) the image sum and sum of squares and
     an :data:`IMAGE_HISTOGRAM`-bin histogram of the image where the boundary value is
-    below 0.5. See :func:`neuropil.agglomeration.learned.feature_names`.
+    below 0.5. See :func:`neuropil.segment.learned.feature_names`.
     """
     image = node_u.size > NODE_STATS
     count = max(edge_stat[0], 1.0)
@@ -423,7 +423,13 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
     size = 0
     for e in range(n_edges):
         heap_score, heap_edge, heap_version, size = _push(
-            heap_score, heap_edge, heap_version, size, _score(mode, e, edge_stats, node_stats, u, v, quantile, n_bins, forest), e, 0
+            heap_score,
+            heap_edge,
+            heap_version,
+            size,
+            _score(mode, e, edge_stats, node_stats, u, v, quantile, n_bins, forest),
+            e,
+            0,
         )
     kept = np.empty(n_nodes, dtype=np.int64)
     removed = np.empty(n_nodes, dtype=np.int64)

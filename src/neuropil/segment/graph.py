@@ -4,7 +4,7 @@ Every pair of face-adjacent voxels ``(p, p + offset[c])`` that lie in different
 fragments (both non-zero) is one *contact* of the two fragments; its value is the
 affinity of channel ``c`` at ``p`` (1 = same object). A boundary map (1 = boundary)
 is first turned into such affinities by
-:func:`neuropil.watershed.affinities_from_boundaries`. Edge statistics are sums over
+:func:`neuropil.segment.affinities.affinities_from_boundaries`. Edge statistics are sums over
 contacts, so that the statistics of merged regions are sums too.
 """
 

@@ -1,0 +1,161 @@
+"""Blockwise prediction: the affinities of a volume larger than memory, block by block, equal to a whole-volume pass."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from neuropil.errors import NeuropilError
+
+logger = logging.getLogger(__name__)
+from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE, Block, blocks, run_blocks
+from neuropil.blockwise.store import finish_output, job_settings, open_array, prepare_output, work_folder, zarr_output
+
+
+@functools.lru_cache(maxsize=2)
+def _model(checkpoint: str, modified: float, device: str):
+    """The checkpoint's model, loaded once per worker process (``modified`` invalidates the cache)."""
+    from neuropil.checkpoint import load_model
+
+    return load_model(checkpoint, device=device)
+
+
+def _predict_block(
+    block: Block, *, checkpoint: str, modified: float, raw, voxel_size, target_shape, halo, partial: str, device: str
+) -> None:
+    from neuropil.data.resample import resample_region
+    from neuropil.predict import predict_affinities
+
+    model = _model(checkpoint, modified, device)
+    region = block.read(halo, target_shape)
+    model_voxel_size = tuple(model.config.voxel_size)
+    if np.allclose(voxel_size, model_voxel_size, rtol=1e-3):
+        image = raw[region]
+    else:
+        image = resample_region(raw, region, voxel_size=voxel_size, target_voxel_size=model_voxel_size)
+    # the whole read region in one pass: its start lies on the pooling grid and its
+    # halo covers the network's context, so the kept centre equals a whole-volume pass
+    affinities = predict_affinities(image, model, tile_shape=None, device=device, progress=False)
+    inner = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(block.write, region))
+    open_array(partial)[(slice(None), *block.write)] = affinities[(slice(None), *inner)]
+
+
+def predict_blockwise(
+    checkpoint: str | os.PathLike,
+    raw: str,
+    out: str,
+    *,
+    block_shape: Sequence[int] = DEFAULT_BLOCK_SHAPE,
+    voxel_size: Sequence[float] | None = None,
+    device: str = "cpu",
+    scheduler: str | None = None,
+    num_workers: int | None = 1,
+    progress: bool = True,
+):
+    """Predict the affinities of a volume block by block into a zarr array; resumable.
+
+    Each block reads its region plus the network's context (rounded to the pooling
+    grid) and keeps its own region, so the result equals
+    :func:`neuropil.predict.predict_affinities` of the whole volume. A raw volume at
+    another voxel size is rescaled to the model's block by block
+    (:func:`neuropil.data.resample.resample_region`: equal to rescaling it whole, as
+    :func:`neuropil.predict.predict_file` does).
+
+    Parameters
+    ----------
+    checkpoint : path of a ``checkpoint.pt`` from :class:`neuropil.train.Trainer`
+    raw : address of the raw volume (any readable format) or catalog name
+    out : zarr address ``dir.zarr/key`` of the (c, z, y, x) float32 affinities
+    block_shape : (z, y, x) voxels per block, rounded up to the model's pooling grid
+    voxel_size : (z, y, x) nm of ``raw`` when its file stores none
+    device : torch device of every task
+    scheduler, num_workers : see :func:`run_blocks`; one thread by default (PyTorch
+        already uses every core in a block, and a GPU runs one block at a time)
+
+    Returns
+    -------
+    neuropil.predict.PredictionWritten
+
+    Raises
+    ------
+    NeuropilError
+        A raw volume that is not 3-D or whose voxel size is unknown, an output that
+        is not zarr, a bad block shape.
+    """
+    from neuropil.data.catalog import raw_in_catalog
+    from neuropil.data.resample import resampled_shape
+    from neuropil.io import open_volume
+    from neuropil.predict import PredictionWritten, round_up
+
+    output = zarr_output(out)
+    checkpoint = str(Path(checkpoint).resolve())
+    modified = _modified(checkpoint)
+    model = _model(checkpoint, modified, device)
+    model_voxel_size = tuple(float(v) for v in model.config.voxel_size)
+    address, catalog_voxel_size = raw_in_catalog(raw) or (raw, None)
+    volume = open_volume(address, voxel_size=voxel_size or catalog_voxel_size)
+    if volume.ndim != 3:
+        raise NeuropilError(f"{volume.address}: expected a 3-D (z, y, x) volume, got shape {volume.shape}")
+    if volume.voxel_size is None:
+        raise NeuropilError(f"{address}: voxel size unknown; give it (the model is for {model_voxel_size} nm)")
+    input_voxel_size = tuple(float(v) for v in volume.voxel_size)
+    target_shape = volume.shape
+    if not np.allclose(input_voxel_size, model_voxel_size, rtol=1e-3):
+        logger.info(
+            "rescaling %s from %s nm to the model's %s nm block by block", address, input_voxel_size, model_voxel_size
+        )
+        target_shape = resampled_shape(volume.shape, input_voxel_size, model_voxel_size)
+    if len(block_shape) != 3 or any(int(b) < 1 for b in block_shape):
+        raise NeuropilError(f"block shape needs 3 positive values (z y x), got {tuple(block_shape)}")
+    divisor = model.divisor
+    block_shape = tuple(round_up(int(b), d) for b, d in zip(block_shape, divisor))
+    halo = tuple(round_up(c, d) for c, d in zip(model.context, divisor))
+    shape = (model.config.out_channels, *target_shape)
+    settings = job_settings(
+        job="predict",
+        checkpoint=checkpoint,
+        modified=modified,
+        raw=str(volume.address),
+        voxel_size=input_voxel_size,
+        shape=shape,
+        block_shape=block_shape,
+        halo=halo,
+    )
+    prepare_output(output, settings, shape, (shape[0], *block_shape), np.float32)
+    task = functools.partial(
+        _predict_block,
+        checkpoint=checkpoint,
+        modified=modified,
+        raw=volume,
+        voxel_size=input_voxel_size,
+        target_shape=target_shape,
+        halo=halo,
+        partial=str(output.partial),
+        device=device,
+    )
+    volume.close()
+    run_blocks(
+        task,
+        blocks(target_shape, block_shape),
+        work_folder(output) / "blocks",
+        description="predicting",
+        scheduler=scheduler,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    finish_output(output, model_voxel_size)
+    shutil.rmtree(work_folder(output))
+    return PredictionWritten(str(output.container / output.key), shape, model_voxel_size, input_voxel_size)
+
+
+def _modified(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        raise NeuropilError(f"{path}: no such checkpoint") from None

@@ -1,0 +1,1 @@
+"""Experiments run as one command: the synthetic demo and the domain-bias study."""
