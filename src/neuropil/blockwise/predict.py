@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE, Block, blocks, run_blocks
+from neuropil.blockwise.store import finish_output, job_settings, open_array, prepare_output, work_folder, zarr_output
 from neuropil.errors import NeuropilError
 
 logger = logging.getLogger(__name__)
-from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE, Block, blocks, run_blocks
-from neuropil.blockwise.store import finish_output, job_settings, open_array, prepare_output, work_folder, zarr_output
 
 
 @functools.lru_cache(maxsize=2)

@@ -1,4 +1,4 @@
-"""``neuropil segment AFFS_OR_BOUNDARIES OUT [--fragments F] --method M [--model M] [--threshold T ...]``."""
+"""``neuropil segment AFFS_OR_BOUNDARIES OUT [--fragments F] --method M [--model M] [--threshold T ...] [--voxel-size Z Y X]``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ def add_parser(subparsers) -> None:
         help="the watershed (without --fragments) floods only affinities above A "
         "(default: 0.5 for affinities, 0 = any positive affinity for a boundary map)",
     )
+    parser.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size of the input in nm, where its file stores none (it is written on every output)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (with --block)")
     add_blockwise_arguments(parser, workers_default="one per core")
     parser.set_defaults(run=run)
@@ -55,23 +62,24 @@ def output_addresses(output: str, thresholds: list[float]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from neuropil.errors import NeuropilError
-    from neuropil.io import read_volume, write_volume
-    from neuropil.segment import agglomerate
+    from neuropil.io import open_volume, read_volume, write_volume
+    from neuropil.segment import segment
     from neuropil.segment.learned import MergeClassifier
-    from neuropil.segment.watershed import fragments, fragments_from_boundaries
 
     model = None
     if args.method == "learned":
         if not args.model:
             raise NeuropilError("--method learned needs --model (from `neuropil agglomeration train`)")
         model = MergeClassifier.load(args.model)
+    outputs = output_addresses(args.output, args.threshold)
     if args.block:
         from neuropil.blockwise import segment_blockwise
 
         segment_blockwise(
             args.input,
-            output_addresses(args.output, args.threshold),
+            outputs,
             thresholds=args.threshold,
+            voxel_size=args.voxel_size,
             fragments=args.fragments,
             method=args.method,
             quantile=args.quantile,
@@ -84,23 +92,23 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         return 0
-    flood = {} if args.flood_threshold is None else {"flood_threshold": args.flood_threshold}
-    volume = read_volume(args.input)
-    if args.fragments:
-        fragment_ids = read_volume(args.fragments)
-    elif volume.ndim == 3:
-        fragment_ids, _ = fragments_from_boundaries(volume, **flood)
-    else:
-        fragment_ids, _ = fragments(volume, **flood)
-    results = agglomerate(
-        volume,
-        fragment_ids,
-        method=args.method,
+    with open_volume(args.input, voxel_size=args.voxel_size) as volume:
+        values = volume.read()
+        voxel_size = volume.voxel_size
+    if voxel_size is None:
+        raise NeuropilError(f"{args.input}: the file stores no voxel size; give --voxel-size Z Y X (nm)")
+    voxel_size = voxel_size[-3:]
+    result = segment(
+        values,
+        voxel_size=voxel_size,
         thresholds=args.threshold,
+        method=args.method,
+        fragment_ids=read_volume(args.fragments) if args.fragments else None,
         quantile=args.quantile,
         model=model,
         image=read_volume(args.image) if args.image else None,
+        flood_threshold=args.flood_threshold,
     )
-    for address, segmentation in zip(output_addresses(args.output, args.threshold), results):
-        write_volume(address, segmentation)
+    for address, segmentation in zip(outputs, result.segmentations):
+        write_volume(address, segmentation, voxel_size=voxel_size)
     return 0

@@ -87,7 +87,7 @@ def mean_affinity(affinities: NDArray[np.float32]) -> NDArray[np.float32]:
         count[here] += 1
         total[there] += affinities[axis][here]
         count[there] += 1
-    return total / np.maximum(count, 1)
+    return (total / np.maximum(count, 1)).astype(AFFINITY_DTYPE, copy=False)
 
 
 def as_affinities(affinities_or_boundaries: NDArray) -> NDArray[np.float32]:
