@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import h5py
@@ -9,6 +10,7 @@ import zarr
 
 from neuropil.errors import NeuropilError
 from neuropil.io import open_volume, read_volume, write_ome_zarr, write_volume
+from neuropil.io.units import to_nm, unit_to_nm
 
 
 @pytest.fixture
@@ -73,8 +75,6 @@ def test_n5_is_read_and_written_like_tensorstore(tmp_path, cube):
 def test_n5_pixel_resolution_in_microns(tmp_path, cube):
     write_volume(tmp_path / "v.n5/raw", cube)
     attributes_path = tmp_path / "v.n5/raw/attributes.json"
-    import json
-
     attributes = json.loads(attributes_path.read_text())
     attributes["pixelResolution"] = {"dimensions": [0.004, 0.005, 0.04], "unit": "um"}
     attributes_path.write_text(json.dumps(attributes))
@@ -212,3 +212,141 @@ def test_missing_things_name_the_file(tmp_path, cube):
     write_volume(tmp_path / "v.n5/raw", cube)
     with pytest.raises(NeuropilError, match="no N5 dataset 'labels'"):
         open_volume(tmp_path / "v.n5/labels")
+
+
+# ----------------------------------------------------------------------------- length units
+
+MICRO_SIGN_UM = "\u00b5m"  # MICRO SIGN, U+00B5
+GREEK_MU_UM = "\u03bcm"  # GREEK SMALL LETTER MU, U+03BC
+SMALL = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
+
+
+@pytest.mark.parametrize(
+    "unit, nanometres",
+    [
+        ("nm", 1.0),
+        ("nanometer", 1.0),
+        ("um", 1e3),
+        (MICRO_SIGN_UM, 1e3),
+        (GREEK_MU_UM, 1e3),
+        ("\\u00B5m", 1e3),  # ImageJ's escape, as read from the file
+        ("micron", 1e3),
+        (" Micrometre ", 1e3),
+        ("\u00c5", 0.1),  # LATIN CAPITAL LETTER A WITH RING ABOVE
+        ("\u212b", 0.1),  # ANGSTROM SIGN
+        ("angstrom", 0.1),
+        ("mm", 1e6),
+    ],
+)
+def test_length_units_in_nanometres(unit, nanometres):
+    assert unit_to_nm(unit, source="f.zarr") == nanometres
+
+
+def test_one_unit_per_value_or_an_error():
+    assert to_nm([0.04, 5, 40], ["um", "nm", "\u00c5"], source="f.zarr") == pytest.approx((40.0, 5.0, 4.0))
+    assert to_nm([4, 4], None, source="f.zarr") == (4.0, 4.0)
+    with pytest.raises(NeuropilError, match=r"f\.zarr: 2 units"):
+        to_nm([1, 2, 3], ["nm", "nm"], source="f.zarr")
+    with pytest.raises(NeuropilError, match=r"f\.zarr: unknown length unit 'parsec'"):
+        to_nm([1, 2, 3], "parsec", source="f.zarr")
+
+
+def _ome_zarr_in(folder, units):
+    root = zarr.open_group(str(folder), mode="w", zarr_format=2)
+    root.create_array("s0", shape=SMALL.shape, dtype=SMALL.dtype)[...] = SMALL
+    root.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": n, "type": "space", "unit": unit} for n, unit in zip("zyx", units)],
+            "datasets": [
+                {"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [0.04, 0.005, 0.004]}]}
+            ],
+        }
+    ]
+    return folder
+
+
+def _n5_pixel_resolution_in(folder, unit):
+    write_volume(folder / "raw", SMALL)
+    path = folder / "raw/attributes.json"
+    attributes = json.loads(path.read_text())
+    attributes["pixelResolution"] = {"dimensions": [0.004, 0.005, 0.04], "unit": unit}
+    path.write_text(json.dumps(attributes))
+    return folder / "raw"
+
+
+def _n5_resolution_and_units_in(folder, unit):
+    write_volume(folder / "raw", SMALL)
+    path = folder / "raw/attributes.json"
+    attributes = json.loads(path.read_text())
+    attributes["resolution"] = [0.004, 0.005, 0.04]
+    attributes["units"] = [unit, unit, unit]
+    path.write_text(json.dumps(attributes))
+    return folder / "raw"
+
+
+def _zarr_resolution_and_units_in(folder, unit):
+    write_volume(folder / "raw", SMALL, voxel_size=(0.04, 0.005, 0.004))
+    zarr.open_array(str(folder / "raw"), mode="a").attrs["units"] = [unit, unit, unit]
+    return folder / "raw"
+
+
+def _hdf5_resolution_and_units_in(path, unit):
+    with h5py.File(path, "w") as file:
+        dataset = file.create_dataset("raw", data=SMALL)
+        dataset.attrs["resolution"] = [0.04, 0.005, 0.004]
+        dataset.attrs["units"] = [unit, unit, unit]
+    return f"{path}:raw"
+
+
+def _imagej_tiff_in(path, unit):
+    # ImageJ (and tifffile) write the description in ASCII: non-ASCII letters as \uXXXX escapes.
+    escaped = "".join(letter if letter.isascii() else f"\\u{ord(letter):04X}" for letter in unit)
+    tifffile.imwrite(
+        path, SMALL, imagej=True, resolution=(1 / 0.004, 1 / 0.005), metadata={"spacing": 0.04, "unit": escaped}
+    )
+    return path
+
+
+WRITERS = {
+    "ome-zarr axes": lambda tmp_path, unit: _ome_zarr_in(tmp_path / "v.ome.zarr", [unit] * 3),
+    "n5 pixelResolution": lambda tmp_path, unit: _n5_pixel_resolution_in(tmp_path / "v.n5", unit),
+    "n5 resolution and units": lambda tmp_path, unit: _n5_resolution_and_units_in(tmp_path / "v.n5", unit),
+    "zarr resolution and units": lambda tmp_path, unit: _zarr_resolution_and_units_in(tmp_path / "v.zarr", unit),
+    "hdf5 resolution and units": lambda tmp_path, unit: _hdf5_resolution_and_units_in(tmp_path / "v.h5", unit),
+    "imagej tiff": lambda tmp_path, unit: _imagej_tiff_in(tmp_path / "v.tif", unit),
+}
+
+
+@pytest.mark.parametrize("unit", [GREEK_MU_UM, MICRO_SIGN_UM, "um", "micrometer"])
+@pytest.mark.parametrize("backend", sorted(WRITERS))
+def test_micrometre_voxel_sizes_read_as_nanometres(tmp_path, backend, unit):
+    volume = open_volume(WRITERS[backend](tmp_path, unit))
+    assert volume.voxel_size == pytest.approx((40.0, 5.0, 4.0))
+    np.testing.assert_array_equal(volume[...], SMALL)
+
+
+@pytest.mark.parametrize("backend", sorted(WRITERS))
+def test_an_unknown_length_unit_is_a_one_line_error_naming_unit_and_file(tmp_path, backend):
+    address = WRITERS[backend](tmp_path, "furlong")
+    with pytest.raises(NeuropilError) as caught:
+        open_volume(address)
+    message = str(caught.value)
+    assert "'furlong'" in message and str(address).split(":")[0] in message and "\n" not in message
+
+
+def test_ome_zarr_axes_may_mix_units(tmp_path):
+    volume = open_volume(_ome_zarr_in(tmp_path / "v.zarr", ["micrometer", "nm", "\u00c5"]))
+    assert volume.voxel_size == pytest.approx((40.0, 0.005, 0.0004))
+
+
+def test_uncalibrated_imagej_tiff_has_no_voxel_size(tmp_path):
+    tifffile.imwrite(tmp_path / "v.tif", SMALL, imagej=True, resolution=(1.0, 1.0), metadata={"unit": "pixel"})
+    assert open_volume(tmp_path / "v.tif").voxel_size is None
+
+
+def test_a_data_units_string_is_not_taken_for_axis_units(tmp_path):
+    # xarray/CF: a "units" string is the unit of the values, not of the axes
+    write_volume(tmp_path / "v.zarr/raw", SMALL, voxel_size=(40, 5, 4))
+    zarr.open_array(str(tmp_path / "v.zarr/raw"), mode="a").attrs["units"] = "counts"
+    assert open_volume(tmp_path / "v.zarr/raw").voxel_size == (40.0, 5.0, 4.0)

@@ -15,4 +15,5 @@ Conventions (see :mod:`neuropil.conventions`, tested in ``tests/test_conventions
   errors separately.
 """
 
+# The one place the version is written: pyproject.toml reads it for the package metadata.
 __version__ = "0.1.0"

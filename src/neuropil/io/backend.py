@@ -1,0 +1,63 @@
+"""What every format's reader shares: the open-array interface, read errors, region shapes."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from neuropil.errors import NeuropilError
+
+READ_ERRORS = (OSError, ValueError, KeyError, EOFError, RuntimeError, TypeError, struct.error, zlib.error)
+"""Errors that libraries raise for unreadable, truncated or malformed files."""
+
+
+class Backend:
+    """One open array: ``shape``, ``dtype``, ``chunks``, metadata, and ``read(region)``.
+
+    ``voxel_size`` and ``offset`` are in nanometres, z-first, or None where the file
+    stores none.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...] | None = None
+    voxel_size: tuple[float, ...] | None = None
+    offset: tuple[float, ...] | None = None
+
+    def read(self, region: tuple[slice, ...]) -> NDArray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def require_exists(path: Path) -> None:
+    if not path.exists():
+        raise NeuropilError(f"{path}: no such file or folder")
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def region_shape(region: tuple[slice, ...]) -> tuple[int, ...]:
+    return tuple(len(range(s.start, s.stop, s.step)) for s in region)
+
+
+def spatial_tail(values: tuple[float, ...] | None, ndim: int) -> tuple[float, ...] | None:
+    """Match a metadata vector to the array's axes (CREMI stores 3 values for 3 axes).
+
+    A channels-first ``(c, z, y, x)`` array (affinities) keeps its 3 spatial values.
+    """
+    if values is None or len(values) == 0:
+        return None
+    if len(values) == ndim or (ndim == 4 and len(values) == 3):
+        return values
+    if len(values) > ndim:
+        return values[-ndim:]
+    return None

@@ -1,0 +1,98 @@
+"""HDF5 datasets (h5py): CREMI, gala and NeuroProof files.
+
+Voxel size: the dataset attribute ``resolution`` (z-first, as CREMI; nanometres unless a
+``units`` attribute lists one unit per axis), else ``element_size_um`` (micrometres,
+z-first, as ilastik and Fiji). ``offset`` is read like ``resolution``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+from numpy.typing import NDArray
+
+from neuropil.errors import NeuropilError
+from neuropil.io.addresses import VolumeAddress
+from neuropil.io.backend import Backend, spatial_tail
+from neuropil.io.units import axis_units, to_nm
+
+
+class Hdf5Backend(Backend):
+    def __init__(self, where: VolumeAddress):
+        import h5py
+
+        self.file = h5py.File(where.path, "r")
+        key = where.key
+        if key is None:
+            datasets = [name for name, item in self.file.items() if isinstance(item, h5py.Dataset)]
+            if len(datasets) != 1:
+                keys = sorted(self.file.keys())
+                self.file.close()
+                raise NeuropilError(f"{where.path}: name a dataset as file.h5:key; it holds {keys}")
+            key = datasets[0]
+        if key not in self.file or not isinstance(self.file[key], h5py.Dataset):
+            keys = sorted(self.file.keys())
+            self.file.close()
+            raise NeuropilError(f"{where.path}: no dataset '{key}'; it holds {keys}")
+        self.dataset = self.file[key]
+        self.shape = tuple(self.dataset.shape)
+        self.dtype = self.dataset.dtype
+        self.chunks = self.dataset.chunks
+        attrs = self.dataset.attrs
+        ndim = len(self.shape)
+        units = axis_units(attrs.get("units"))
+        try:
+            if "resolution" in attrs:
+                self.voxel_size = spatial_tail(to_nm(attrs["resolution"], units, source=f"{where} (resolution)"), ndim)
+            elif "element_size_um" in attrs:
+                self.voxel_size = spatial_tail(to_nm(attrs["element_size_um"], "um", source=where), ndim)
+            if "offset" in attrs:
+                self.offset = spatial_tail(to_nm(attrs["offset"], units, source=f"{where} (offset)"), ndim)
+        except NeuropilError:
+            self.file.close()
+            raise
+
+    def read(self, region):
+        return self.dataset[region]
+
+    def close(self):
+        self.file.close()
+
+
+def is_neuroproof_groundtruth(where: VolumeAddress) -> bool:
+    """Whether ``where`` is a NeuroProof ``groundtruth.h5`` (``stack`` and ``transforms``) named without a key."""
+    if where.kind != "hdf5" or where.key is not None:
+        return False
+    import h5py
+
+    try:
+        with h5py.File(where.path, "r") as file:
+            return "stack" in file and "transforms" in file
+    except OSError:
+        return False
+
+
+def write_hdf5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression) -> None:
+    """Write ``array`` as dataset ``where.key`` (default ``data``) into a copy of the file, then rename it."""
+    import h5py
+
+    key = where.key or "data"
+    temporary = where.path.with_name(where.path.name + ".partial")
+    # A temporary left by a crashed write must not be appended to.
+    temporary.unlink(missing_ok=True)
+    try:
+        if where.path.exists():
+            shutil.copyfile(where.path, temporary)
+        with h5py.File(temporary, "a") as file:
+            if key in file:
+                del file[key]
+            chunked = chunks if chunks else (True if array.size > 1 else None)
+            dataset = file.create_dataset(key, data=array, chunks=chunked, compression=compression if chunked else None)
+            if voxel_size is not None:
+                dataset.attrs["resolution"] = np.asarray(voxel_size, dtype=np.float64)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, where.path)

@@ -1,0 +1,190 @@
+"""N5 datasets, read and written without an N5 library: ``attributes.json`` plus one file per block.
+
+Axes are x-first on disk and z-first here. Voxel size: ``resolution`` (nanometres unless a
+``units`` list names one unit per axis, both x-first) or ``pixelResolution``
+(``dimensions`` x-first with one ``unit``); ``offset`` is read like ``resolution``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from neuropil.errors import NeuropilError
+from neuropil.files import remove_path, swap_in
+from neuropil.io.addresses import VolumeAddress
+from neuropil.io.backend import Backend, first_line, spatial_tail
+from neuropil.io.units import axis_units, to_nm
+
+_N5_CODECS = ("raw", "gzip", "bzip2", "xz", "blosc", "zstd")
+
+
+def _n5_attributes(folder: Path) -> dict:
+    path = folder / "attributes.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise NeuropilError(f"{path}: cannot read N5 attributes ({first_line(error)})") from error
+
+
+def _n5_decompress(data: bytes, compression: dict) -> bytes:
+    kind = compression.get("type", "raw")
+    if kind == "raw":
+        return data
+    if kind == "gzip":
+        return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else zlib.decompress(data)
+    if kind == "bzip2":
+        return bz2.decompress(data)
+    if kind == "xz":
+        return lzma.decompress(data)
+    if kind in ("blosc", "zstd"):
+        import numcodecs
+
+        codec = numcodecs.Blosc() if kind == "blosc" else numcodecs.Zstd()
+        return bytes(codec.decode(data))
+    raise ValueError(f"N5 compression '{kind}' is not one of {', '.join(_N5_CODECS)}")
+
+
+def _reversed_units(units: list[str] | None) -> list[str] | None:
+    return None if units is None else units[::-1]
+
+
+class N5Backend(Backend):
+    """An N5 dataset: ``attributes.json`` plus blocks at ``i_x/i_y/i_z`` (axes x-first on disk)."""
+
+    def __init__(self, where: VolumeAddress):
+        self.folder = where.path / where.key if where.key else where.path
+        if not self.folder.is_dir():
+            raise NeuropilError(f"{where.path}: no N5 dataset '{where.key}'")
+        attributes = _n5_attributes(self.folder)
+        if "dimensions" not in attributes:
+            raise NeuropilError(f"{where}: is an N5 group, not a dataset; name the dataset as dir.n5/key")
+        try:
+            self.shape = tuple(int(n) for n in reversed(attributes["dimensions"]))
+            self.block = tuple(int(n) for n in reversed(attributes["blockSize"]))
+            self.dtype = np.dtype(attributes["dataType"]).newbyteorder(">")
+        except (KeyError, TypeError) as error:
+            raise NeuropilError(f"{where}: N5 attributes lack {first_line(error)}") from error
+        compression = attributes.get("compression")
+        if compression is None:  # N5 before 1.0 named only the type
+            compression = {"type": attributes.get("compressionType", "raw")}
+        if compression.get("type", "raw") not in _N5_CODECS:
+            raise NeuropilError(f"{where}: N5 compression '{compression.get('type')}' is not supported")
+        self.compression = compression
+        self.chunks = self.block
+        ndim = len(self.shape)
+        units = _reversed_units(axis_units(attributes.get("units")))
+        if "resolution" in attributes:
+            resolution = list(reversed(attributes["resolution"]))
+            self.voxel_size = spatial_tail(to_nm(resolution, units, source=f"{where} (resolution)"), ndim)
+        elif "pixelResolution" in attributes:
+            pixel = attributes["pixelResolution"]
+            if isinstance(pixel, dict):
+                values, unit = pixel.get("dimensions"), pixel.get("unit", "nm")
+            else:
+                values, unit = pixel, "nm"
+            if not isinstance(values, list):
+                raise NeuropilError(f"{where}: N5 pixelResolution has no list of 'dimensions': {pixel}")
+            self.voxel_size = spatial_tail(
+                to_nm(list(reversed(values)), unit, source=f"{where} (pixelResolution)"), ndim
+            )
+        if "offset" in attributes:
+            offset = list(reversed(attributes["offset"]))
+            self.offset = spatial_tail(to_nm(offset, units, source=f"{where} (offset)"), ndim)
+
+    def _read_block(self, grid: tuple[int, ...]) -> NDArray | None:
+        path = self.folder.joinpath(*(str(i) for i in reversed(grid)))
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        mode, ndim = struct.unpack(">HH", data[:4])
+        if mode not in (0, 1):
+            raise ValueError(f"block {path.name} has mode {mode}; only default and varlength blocks are read")
+        sizes = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+        start = 4 + 4 * ndim + (4 if mode == 1 else 0)
+        shape = tuple(reversed(sizes))
+        raw = _n5_decompress(data[start:], self.compression)
+        count = int(np.prod(shape))
+        values = np.frombuffer(raw, dtype=self.dtype, count=count)
+        return values.reshape(shape)
+
+    def read(self, region):
+        lower = [s.start for s in region]
+        upper = [max(s.start, s.stop) for s in region]
+        dense = np.zeros([high - low for low, high in zip(lower, upper)], dtype=self.dtype.newbyteorder("="))
+        if dense.size:
+            ranges = [range(low // size, (high - 1) // size + 1) for low, high, size in zip(lower, upper, self.block)]
+            for grid in np.ndindex(*[len(r) for r in ranges]):
+                block_index = tuple(r[g] for r, g in zip(ranges, grid))
+                block = self._read_block(block_index)
+                if block is None:
+                    continue
+                origin = [i * b for i, b in zip(block_index, self.block)]
+                source, target = [], []
+                for axis, (corner, low, high) in enumerate(zip(origin, lower, upper)):
+                    begin, end = max(corner, low), min(corner + block.shape[axis], high)
+                    source.append(slice(begin - corner, end - corner))
+                    target.append(slice(begin - low, end - low))
+                dense[tuple(target)] = block[tuple(source)]
+        return dense[tuple(slice(None, None, s.step) for s in region)]
+
+
+def write_n5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression: str = "gzip") -> None:
+    """Write ``array`` as N5 dataset ``where.key`` (default ``data``) under a temporary name, then move it."""
+    key = where.key or "data"
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "uif" or dtype.itemsize > 8:
+        raise NeuropilError(f"{where}: N5 stores integer and float arrays, not {dtype}")
+    where.path.mkdir(parents=True, exist_ok=True)
+    root_attributes = where.path / "attributes.json"
+    if not root_attributes.exists():
+        root_attributes.write_text(json.dumps({"n5": "2.0.0"}))
+    block = tuple(chunks) if chunks else tuple(min(n, 64) for n in array.shape)
+    final = where.path / key
+    temporary = where.path / f"{key}.partial"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    attributes = {
+        "dimensions": list(reversed(array.shape)),
+        "blockSize": [max(1, b) for b in reversed(block)],
+        "dataType": dtype.name,
+        "compression": {"type": compression, "useZlib": False} if compression == "gzip" else {"type": compression},
+    }
+    if voxel_size is not None:
+        attributes["resolution"] = [float(v) for v in reversed(voxel_size)]
+    try:
+        _write_n5_blocks(temporary, array, attributes, block, compression, where)
+    except BaseException:
+        remove_path(temporary)
+        raise
+    swap_in(temporary, final)
+
+
+def _write_n5_blocks(temporary: Path, array: NDArray, attributes: dict, block, compression: str, where) -> None:
+    dtype = np.dtype(array.dtype)
+    (temporary / "attributes.json").write_text(json.dumps(attributes))
+    block = tuple(max(1, b) for b in block)
+    grid = [range(0, max(n, 1), b) for n, b in zip(array.shape, block)] if array.size else []
+    for origin in np.ndindex(*[len(r) for r in grid]) if grid else ():
+        start = [r[i] for r, i in zip(grid, origin)]
+        piece = array[tuple(slice(s, s + b) for s, b in zip(start, block))]
+        body = np.ascontiguousarray(piece, dtype=dtype.newbyteorder(">")).tobytes()
+        if compression == "gzip":
+            body = gzip.compress(body)
+        elif compression != "raw":
+            raise NeuropilError(f"{where}: writing N5 with '{compression}' compression is not supported (raw, gzip)")
+        header = struct.pack(f">HH{piece.ndim}I", 0, piece.ndim, *reversed(piece.shape))
+        path = temporary.joinpath(*(str(s // b) for s, b in zip(reversed(start), reversed(block))))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(header + body)

@@ -1,0 +1,290 @@
+"""The lazily read :class:`Volume` and the format-independent entry points.
+
+:func:`open_volume`, :func:`read_volume` and :func:`write_volume` pick the reader or
+writer of an address's format (:mod:`neuropil.io.hdf5`, :mod:`neuropil.io.zarr`,
+:mod:`neuropil.io.n5`, :mod:`neuropil.io.tiff`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from neuropil.errors import NeuropilError
+from neuropil.io.addresses import VolumeAddress, parse_address
+from neuropil.io.backend import READ_ERRORS, Backend, first_line, region_shape, require_exists
+from neuropil.io.hdf5 import Hdf5Backend, is_neuroproof_groundtruth, write_hdf5
+from neuropil.io.n5 import N5Backend, write_n5
+from neuropil.io.tiff import SlicesBackend, TiffBackend, write_tiff
+from neuropil.io.zarr import ZarrBackend, write_zarr
+
+logger = logging.getLogger(__name__)
+
+
+def _normalize_index(index, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """Turn a numpy-style basic index into one ``slice(start, stop, step)`` per axis.
+
+    Returns the slices (step > 0, start <= stop) and the axes indexed by an integer,
+    to be dropped from the result.
+    """
+    if not isinstance(index, tuple):
+        index = (index,)
+    if sum(item is Ellipsis for item in index) > 1:
+        raise IndexError("an index can only have a single ellipsis")
+    if Ellipsis in index:
+        position = index.index(Ellipsis)
+        fill = len(shape) - (len(index) - 1)
+        index = index[:position] + (slice(None),) * fill + index[position + 1 :]
+    if len(index) > len(shape):
+        raise IndexError(f"too many indices for a volume of {len(shape)} axes")
+    index = index + (slice(None),) * (len(shape) - len(index))
+    slices, dropped = [], []
+    for axis, (item, length) in enumerate(zip(index, shape)):
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            position = int(item) + (length if item < 0 else 0)
+            if not 0 <= position < length:
+                raise IndexError(f"index {item} is out of bounds for axis {axis} with size {length}")
+            slices.append(slice(position, position + 1, 1))
+            dropped.append(axis)
+        elif isinstance(item, slice):
+            start, stop, step = item.indices(length)
+            if step <= 0:
+                raise IndexError("volumes support only positive slice steps")
+            slices.append(slice(start, max(start, stop), step))
+        else:
+            raise IndexError(f"volumes support integers and slices, not {type(item).__name__}")
+    return tuple(slices), tuple(dropped)
+
+
+def _open_backend(where: VolumeAddress) -> Backend:
+    require_exists(where.path)
+    try:
+        if where.kind == "hdf5":
+            return Hdf5Backend(where)
+        if where.kind == "zarr":
+            return N5Backend(where) if where.is_n5 else ZarrBackend(where)
+        if where.kind == "tiff":
+            return TiffBackend(where)
+        return SlicesBackend(where)
+    except NeuropilError:
+        raise
+    except READ_ERRORS as error:
+        raise NeuropilError(f"{where}: cannot read: {first_line(error)}") from error
+
+
+class Volume:
+    """A lazily read array at an address: ``volume[z0:z1, y0:y1, x0:x1]`` reads only that region.
+
+    Attributes
+    ----------
+    address : VolumeAddress
+    shape : tuple of int
+        ``(z, y, x)``.
+    dtype : numpy.dtype
+        In native byte order.
+    voxel_size : tuple of float or None
+        Nanometres, z-first: from the file's metadata where it stores one, else the
+        ``voxel_size`` given to :func:`open_volume`, else None. A ``(c, z, y, x)``
+        array's voxel size may have the 3 spatial entries only.
+    offset : tuple of float or None
+        Position of voxel 0 in nanometres, where the file stores one.
+    chunks : tuple of int or None
+        The storage chunk shape; reading whole chunks is fastest.
+
+    A volume holds an open file; use it as a context manager or call :meth:`close`.
+    It pickles (without the handle) so data-loader workers can each reopen it.
+    """
+
+    def __init__(
+        self,
+        address: str | os.PathLike | VolumeAddress,
+        *,
+        voxel_size: Sequence[float] | None = None,
+        mapping: str | os.PathLike | NDArray | None = None,
+    ):
+        self.address = parse_address(address)
+        self._backend: Backend | None = None
+        if mapping is None and is_neuroproof_groundtruth(self.address):
+            logger.info("%s: mapping supervoxels in 'stack' to bodies with 'transforms'", self.address)
+            mapping = f"{self.address.path}:transforms"
+            self.address = VolumeAddress(self.address.path, "stack", "hdf5")
+        self._mapping = _load_mapping(mapping) if mapping is not None else None
+        backend = self._open()
+        self.shape: tuple[int, ...] = backend.shape
+        self.dtype: np.dtype = np.dtype(backend.dtype).newbyteorder("=")
+        self.chunks = backend.chunks
+        self.offset = backend.offset
+        stored = backend.voxel_size
+        if voxel_size is not None:
+            given = tuple(float(v) for v in voxel_size)
+            if len(given) != len(self.shape) and not (len(self.shape) == 4 and len(given) == 3):
+                raise NeuropilError(
+                    f"{self.address}: voxel_size {given} has {len(given)} entries for {len(self.shape)} axes"
+                )
+            if stored is not None and not np.allclose(stored, given, rtol=1e-3):
+                raise NeuropilError(f"{self.address}: voxel size mismatch: the file says {stored} nm, given {given} nm")
+            stored = stored or given
+        self.voxel_size: tuple[float, ...] | None = stored
+
+    def _open(self) -> Backend:
+        if self._backend is None:
+            self._backend = _open_backend(self.address)
+        return self._backend
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> NDArray:
+        region, dropped = _normalize_index(index, self.shape)
+        if any(n == 0 for n in region_shape(region)):
+            data = np.zeros(region_shape(region), dtype=self.dtype)
+        else:
+            try:
+                data = np.asarray(self._open().read(region))
+            except NeuropilError:
+                raise
+            except READ_ERRORS as error:
+                raise NeuropilError(f"{self.address}: cannot read: {first_line(error)}") from error
+            data = data.astype(self.dtype, copy=False)
+        if self._mapping is not None:
+            data = _apply_mapping(data, *self._mapping)
+        return data.reshape([n for axis, n in enumerate(data.shape) if axis not in dropped])
+
+    def read(self) -> NDArray:
+        """The whole array in memory."""
+        return self[...]
+
+    def __array__(self, dtype=None, copy=None):
+        data = self.read()
+        return data if dtype is None else data.astype(dtype)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> Volume:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_backend"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"Volume('{self.address}', shape={self.shape}, dtype={self.dtype}, voxel_size={self.voxel_size})"
+
+
+def _load_mapping(mapping) -> tuple[NDArray, NDArray]:
+    table = np.asarray(read_volume(mapping) if isinstance(mapping, (str, os.PathLike)) else mapping)
+    if table.ndim != 2 or table.shape[1] != 2:
+        raise NeuropilError(
+            f"{mapping if isinstance(mapping, (str, os.PathLike)) else 'mapping'}: "
+            f"expected an (n, 2) table of (supervoxel, body), got shape {table.shape}"
+        )
+    order = np.argsort(table[:, 0], kind="stable")
+    return table[order, 0], table[order, 1]
+
+
+def _apply_mapping(data: NDArray, keys: NDArray, values: NDArray) -> NDArray:
+    """Replace each id found in ``keys`` by its value; other ids stay as they are."""
+    if keys.size == 0:
+        return data
+    position = np.clip(np.searchsorted(keys, data), 0, keys.size - 1)
+    found = keys[position] == data
+    return np.where(found, values[position].astype(data.dtype, copy=False), data)
+
+
+def open_volume(
+    address: str | os.PathLike | VolumeAddress,
+    *,
+    voxel_size: Sequence[float] | None = None,
+    mapping: str | os.PathLike | NDArray | None = None,
+) -> Volume:
+    """Open the array at ``address`` lazily.
+
+    Parameters
+    ----------
+    address : str or path
+        See :mod:`neuropil.io`.
+    voxel_size : tuple of float, optional
+        Nanometres, z-first, used when the file stores none; a value that disagrees
+        with the file's raises.
+    mapping : address or (n, 2) ndarray, optional
+        A ``(supervoxel, body)`` table applied to every read (NeuroProof ground truth).
+        A ``groundtruth.h5`` with ``stack`` and ``transforms`` opened without a key
+        gets its ``transforms`` applied without asking.
+
+    Raises
+    ------
+    NeuropilError
+        When the file, the key or the slices are missing, unreadable or truncated, or the
+        file's voxel size metadata names an unknown length unit.
+    """
+    return Volume(address, voxel_size=voxel_size, mapping=mapping)
+
+
+def read_volume(address: str | os.PathLike | VolumeAddress) -> NDArray:
+    """Read the whole array at ``address`` into memory.
+
+    Raises
+    ------
+    NeuropilError
+        When the file, the key or the slices are missing or unreadable.
+    """
+    with open_volume(address) as volume:
+        return volume.read()
+
+
+def write_volume(
+    address: str | os.PathLike,
+    array: NDArray,
+    *,
+    voxel_size: tuple[float, ...] | None = None,
+    chunks: tuple[int, ...] | None = None,
+    compression: str | None = "gzip",
+    zarr_format: int | None = None,
+) -> VolumeAddress:
+    """Write ``array`` to ``address`` atomically: to a temporary name first, then renamed.
+
+    HDF5 files keep their other datasets; the dataset is replaced in a copy of the file.
+    ``voxel_size`` (nm, z-first) is stored as the ``resolution`` attribute (HDF5, zarr;
+    x-first in N5, as N5 tools expect).
+
+    Parameters
+    ----------
+    compression : {"gzip", "lzf", None}
+        HDF5 filter (N5: gzip or raw). zarr uses its default codec.
+    zarr_format : {2, 3}, optional
+        zarr format version; zarr's default (3) when None.
+    """
+    # An existing dir.zarr is a container, not a folder of slices: parse the address as given.
+    where = parse_address(address)
+    if where.kind == "slices":
+        raise NeuropilError(f"{where.path}: writing a folder of slices is not supported; use .h5, .zarr or .tif")
+    array = np.asarray(array)
+    where.path.parent.mkdir(parents=True, exist_ok=True)
+    if where.kind == "hdf5":
+        write_hdf5(where, array, voxel_size=voxel_size, chunks=chunks, compression=compression)
+    elif where.kind == "zarr" and where.is_n5:
+        write_n5(where, array, voxel_size=voxel_size, chunks=chunks, compression=compression or "raw")
+    elif where.kind == "zarr":
+        write_zarr(where, array, voxel_size=voxel_size, chunks=chunks, zarr_format=zarr_format)
+    else:
+        write_tiff(where, array)
+    return where
