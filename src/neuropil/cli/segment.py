@@ -95,9 +95,10 @@ def run(args: argparse.Namespace) -> int:
     with open_volume(args.input, voxel_size=args.voxel_size) as volume:
         values = volume.read()
         voxel_size = volume.voxel_size
-    if voxel_size is None:
+    if voxel_size is None and not args.fragments:
         raise NeuropilError(f"{args.input}: the file stores no voxel size; give --voxel-size Z Y X (nm)")
-    voxel_size = voxel_size[-3:]
+    if voxel_size is not None:
+        voxel_size = voxel_size[-3:]
     result = segment(
         values,
         voxel_size=voxel_size,

@@ -83,7 +83,7 @@ def fragments(
 def segment(
     values: NDArray,
     *,
-    voxel_size: Sequence[float],
+    voxel_size: Sequence[float] | None,
     thresholds: Sequence[float] = (0.5,),
     method: str = "mean",
     fragment_ids: NDArray | None = None,
@@ -101,8 +101,9 @@ def segment(
     ----------
     values : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
         Nearest-neighbour affinities (1 = same object) or a boundary map (1 = boundary).
-    voxel_size : (z, y, x) tuple of float
-        Voxel size in nm.
+    voxel_size : (z, y, x) tuple of float, or None
+        Voxel size in nm; required unless ``fragment_ids`` are given (only the watershed
+        needs it).
     thresholds : sequence of float
         Merge thresholds (see :func:`neuropil.segment.agglomerate.agglomerate`).
     method : {"mean", "quantile", "learned", "mutex"}
@@ -128,7 +129,7 @@ def segment(
             min_size=min_size,
             mask=mask,
         )
-    else:
+    elif voxel_size is not None:
         check_voxel_size(voxel_size, 3)
     thresholds = tuple(float(t) for t in thresholds)
     segmentations = agglomerate(
