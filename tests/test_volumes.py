@@ -350,3 +350,17 @@ def test_a_data_units_string_is_not_taken_for_axis_units(tmp_path):
     write_volume(tmp_path / "v.zarr/raw", SMALL, voxel_size=(40, 5, 4))
     zarr.open_array(str(tmp_path / "v.zarr/raw"), mode="a").attrs["units"] = "counts"
     assert open_volume(tmp_path / "v.zarr/raw").voxel_size == (40.0, 5.0, 4.0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.uint64, np.int32])
+def test_tiff_keeps_the_voxel_size_it_is_written_with(tmp_path, dtype):
+    array = np.arange(2 * 3 * 4).reshape(2, 3, 4).astype(dtype)
+    write_volume(tmp_path / "v.tif", array, voxel_size=(40.0, 6.0, 4.0))
+    with open_volume(tmp_path / "v.tif") as volume:
+        assert volume.voxel_size == pytest.approx((40.0, 6.0, 4.0))
+        np.testing.assert_array_equal(volume.read(), array)
+    if np.dtype(dtype) in (np.uint8, np.uint16, np.float32):  # what Fiji reads: ImageJ calibration in nm
+        with tifffile.TiffFile(tmp_path / "v.tif") as tif:
+            assert tif.imagej_metadata["unit"] == "nm" and tif.imagej_metadata["spacing"] == 40.0
+    write_volume(tmp_path / "plain.tif", array)
+    assert open_volume(tmp_path / "plain.tif").voxel_size is None

@@ -1,7 +1,9 @@
 """Multi-page TIFF stacks (tifffile) and folders of TIFF or PNG slices (imageio).
 
 Voxel size of a stack: ImageJ's ``unit`` and ``spacing`` (z) with the X/Y resolution tags
-(pixels per unit). An uncalibrated image (no ``unit``, or ``pixel``) has none.
+(pixels per unit), or, for dtypes ImageJ cannot hold (label ids are uint64), a
+``voxel_size_nm`` entry in tifffile's JSON description. An uncalibrated image (no
+``unit``, or ``pixel``) has none.
 """
 
 from __future__ import annotations
@@ -35,10 +37,26 @@ class TiffBackend(Backend):
             self.dtype = np.dtype(series.dtype)
             self.paged = len(self.shape) == 3 and len(series.pages) == self.shape[0]
             self.chunks = (1,) + self.shape[1:] if self.paged else None
-            self.voxel_size = self._imagej_voxel_size()
+            self.voxel_size = self._imagej_voxel_size() or self._described_voxel_size()
         except BaseException:
             self.file.close()
             raise
+
+    def _described_voxel_size(self) -> tuple[float, ...] | None:
+        """``voxel_size_nm`` of tifffile's JSON description (see :func:`write_tiff`)."""
+        described = (self.file.shaped_metadata or [{}])[0]
+        values = described.get("voxel_size_nm") if isinstance(described, dict) else None
+        if values is None:
+            return None
+        try:
+            voxel_size = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise NeuropilError(f"{self.path}: voxel_size_nm {values!r} is not a list of numbers") from None
+        if len(voxel_size) != len(self.shape):
+            raise NeuropilError(
+                f"{self.path}: voxel_size_nm {voxel_size} has {len(voxel_size)} entries, not {len(self.shape)}"
+            )
+        return voxel_size
 
     def _imagej_voxel_size(self) -> tuple[float, ...] | None:
         metadata = self.file.imagej_metadata
@@ -101,13 +119,30 @@ class SlicesBackend(Backend):
         return np.stack(planes)
 
 
-def write_tiff(where: VolumeAddress, array: NDArray) -> None:
-    """Write ``array`` as a multi-page TIFF to a temporary name, then rename it."""
+IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+"""The dtypes an ImageJ hyperstack holds."""
+
+
+def write_tiff(where: VolumeAddress, array: NDArray, *, voxel_size: tuple[float, ...] | None = None) -> None:
+    """Write ``array`` as a multi-page TIFF to a temporary name, then rename it.
+
+    A ``voxel_size`` (nm, z-first) of a 3-D array is stored as ImageJ calibration
+    (``unit`` nm, ``spacing``, X/Y resolution: Fiji reads it) where ImageJ can hold the
+    dtype, else as ``voxel_size_nm`` in tifffile's JSON description; both read back.
+    """
     import tifffile
 
+    options: dict = {"photometric": "minisblack"}
+    if voxel_size is not None:
+        voxel_size = tuple(float(v) for v in voxel_size)
+        if array.ndim == 3 and len(voxel_size) == 3 and array.dtype in IMAGEJ_DTYPES:
+            z, y, x = voxel_size
+            options = {"imagej": True, "resolution": (1 / x, 1 / y), "metadata": {"unit": "nm", "spacing": z}}
+        else:
+            options["metadata"] = {"voxel_size_nm": list(voxel_size)}
     temporary = where.path.with_name(where.path.name + ".partial.tif")
     try:
-        tifffile.imwrite(temporary, array, photometric="minisblack")
+        tifffile.imwrite(temporary, array, **options)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -264,7 +264,8 @@ def write_volume(
 
     HDF5 files keep their other datasets; the dataset is replaced in a copy of the file.
     ``voxel_size`` (nm, z-first) is stored as the ``resolution`` attribute (HDF5, zarr;
-    x-first in N5, as N5 tools expect).
+    x-first in N5, as N5 tools expect), and in a TIFF as ImageJ calibration or in its
+    description (:func:`neuropil.io.tiff.write_tiff`).
 
     Parameters
     ----------
@@ -286,5 +287,5 @@ def write_volume(
     elif where.kind == "zarr":
         write_zarr(where, array, voxel_size=voxel_size, chunks=chunks, zarr_format=zarr_format)
     else:
-        write_tiff(where, array)
+        write_tiff(where, array, voxel_size=voxel_size)
     return where
