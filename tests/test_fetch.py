@@ -3,6 +3,7 @@ import http.server
 import socket
 import threading
 import zipfile
+from typing import ClassVar
 
 import pytest
 
@@ -15,7 +16,8 @@ from neuropil.errors import NeuropilError
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files from the test's folder and honours ``Range: bytes=N-``."""
 
-    ranges: list = []
+    ranges: ClassVar[list[str | None]] = []
+    """The Range header of every GET, shared by the handler instances of one test (reset by the fixture)."""
 
     def log_message(self, *args):
         pass
@@ -98,7 +100,7 @@ def test_fetch_without_a_checksum_needs_no_verify_and_unpacks(server, tmp_path):
     with zipfile.ZipFile(served / "bundle.zip", "w") as archive:
         archive.writestr("inner/readme.txt", "hello")
     dataset = _dataset(url, name="bundle.zip", unpack="zip")
-    with pytest.raises(NeuropilError, match="bundle.zip: the catalog has no checksum"):
+    with pytest.raises(NeuropilError, match=r"bundle\.zip: the catalog has no checksum"):
         fetch(dataset, destination=tmp_path / "out")
     folder = fetch(dataset, destination=tmp_path / "out", verify=False)
     assert (folder / "inner" / "readme.txt").read_text() == "hello"

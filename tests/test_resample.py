@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from neuropil.data.resample import resample, resampled_shape
+from neuropil.data.resample import resample, resample_region, resampled_shape
 from neuropil.errors import NeuropilError
 
 TARGET = (25, 13, 13)
@@ -127,3 +127,14 @@ def test_bad_resample_arguments_raise():
         resample(np.zeros((2, 2, 2)), voxel_size=(1, 1), target_voxel_size=(2, 2, 2))
     with pytest.raises(NeuropilError, match="kind 'nope'"):
         resample(np.zeros((2, 2)), voxel_size=(1, 1), target_voxel_size=(2, 2), kind="nope")
+
+
+def test_region_needs_one_step_1_slice_per_axis():
+    # Fewer slices would leave the last axis at the source voxel size; a step would be ignored.
+    volume = np.zeros((8, 20, 20), np.float32)
+    sizes = {"voxel_size": (40, 4, 4), "target_voxel_size": (40, 8, 8)}
+    assert resample_region(volume, (slice(0, 4), slice(0, 5), slice(2, 9)), **sizes).shape == (4, 5, 7)
+    with pytest.raises(NeuropilError, match="2 slices for a 3-D volume"):
+        resample_region(volume, (slice(0, 4), slice(0, 5)), **sizes)
+    with pytest.raises(NeuropilError, match="step 1"):
+        resample_region(volume, (slice(0, 4), slice(0, 5), slice(0, 10, 2)), **sizes)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from neuropil.conventions import LabelZero
-from neuropil.data.synth import PRESETS, SynthDomain, generate, with_changes
+from neuropil.data.synth import PRESETS, SynthDomain, generate, synthetic_volume, with_changes
 from neuropil.errors import NeuropilError
 
 SMALL = (8, 96, 96)
@@ -175,3 +175,12 @@ def test_bad_shape_is_an_error(shape):
 def test_bad_voxel_size_is_an_error():
     with pytest.raises(NeuropilError, match="voxel_size"):
         generate("cremi-like", shape=SMALL, seed=0, voxel_size=(40, 0, 4))
+    with pytest.raises(NeuropilError, match="voxel_size"):
+        synthetic_volume("cremi-like", shape=(4, 16, 16), target_voxel_size=(25, 13), seed=0)
+
+
+def test_synthetic_training_volume_has_the_target_shape_and_voxel_size():
+    volume = synthetic_volume("cremi-like", shape=(4, 16, 16), target_voxel_size=(50, 13, 13), seed=0)
+    assert volume.raw.shape == volume.labels.shape == (4, 16, 16)
+    assert volume.voxel_size == (50.0, 13.0, 13.0)
+    assert volume.labels.dtype == np.uint64 and volume.label_zero is LabelZero.BOUNDARY

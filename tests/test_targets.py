@@ -60,3 +60,9 @@ def test_input_is_not_modified_and_float_labels_rejected():
     np.testing.assert_array_equal(labels, before)
     with pytest.raises(NeuropilError, match="integer"):
         affinities_from_labels(labels.astype(float))
+
+
+def test_in_plane_only_needs_sections():
+    # For (y, x) labels the first offset entry is y, so "z offset != 0" would mask y pairs.
+    with pytest.raises(NeuropilError, match=r"in_plane_only needs \(z, y, x\) labels"):
+        affinities_from_labels(np.ones((2, 3), dtype=np.uint64), offsets=[(-1, 0), (0, -1)], in_plane_only=True)

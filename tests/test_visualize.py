@@ -1,6 +1,11 @@
+import sys
+
+import matplotlib
 import numpy as np
+import pytest
 
 from neuropil.conventions import NEAREST_NEIGHBOURS
+from neuropil.errors import NeuropilError
 from neuropil.visualize import figure_slice, in_plane_affinity, overlay_rgb
 
 
@@ -18,18 +23,41 @@ def test_in_plane_affinity_averages_y_and_x_channels():
     np.testing.assert_allclose(in_plane_affinity(affinities, NEAREST_NEIGHBOURS), 0.5)
 
 
-def test_figure_is_written(tmp_path):
+def _figure(path, **options):
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 255, (4, 16, 16), dtype=np.uint8)
     affinities = rng.random((3, 4, 16, 16)).astype(np.float32)
-    path = figure_slice(
-        tmp_path / "f.png",
+    return figure_slice(
+        path,
         raw=raw,
         affinities=affinities,
         target_affinities=(affinities > 0.5).astype(np.float32),
         target_mask=np.ones_like(affinities),
         offsets=NEAREST_NEIGHBOURS,
         segmentation=rng.integers(0, 5, (4, 16, 16)),
+        **options,
     )
+
+
+def test_figure_is_written(tmp_path):
+    path = _figure(tmp_path / "f.png")
     assert path.stat().st_size > 1000
+    assert path.read_bytes().startswith(b"\x89PNG")
     assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_figure_leaves_the_matplotlib_backend_and_pyplot_alone(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("library code chose the matplotlib backend")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    open_before = [] if pyplot is None else pyplot.get_fignums()
+    _figure(tmp_path / "f.png")
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    assert pyplot is None or pyplot.get_fignums() == open_before
+
+
+def test_figure_of_a_section_outside_the_volume_is_an_error(tmp_path):
+    with pytest.raises(NeuropilError, match="z=4 is outside"):
+        _figure(tmp_path / "f.png", z=4)

@@ -17,8 +17,11 @@ CHECKPOINT = "checkpoint.pt"
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` through a temporary file, so a crash never leaves half a checkpoint."""
     temporary = path.with_name(path.name + ".partial")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

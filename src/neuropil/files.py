@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -20,9 +21,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def save_figure_atomic(figure, path: str | os.PathLike) -> Path:
-    """Save a matplotlib figure as ``path`` (format from its suffix) through a temporary name, and close it."""
-    import matplotlib.pyplot as plt
+    """Save a matplotlib figure as ``path`` (format from its suffix) through a temporary name, and close it.
 
+    A :class:`matplotlib.figure.Figure` made without pyplot is saved with the canvas of
+    the file's format (Agg for PNG), whatever backend is in use.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.stem + ".partial" + path.suffix)
@@ -30,7 +33,11 @@ def save_figure_atomic(figure, path: str | os.PathLike) -> Path:
         figure.savefig(temporary)
         os.replace(temporary, path)
     finally:
-        plt.close(figure)
+        # Only figures made by pyplot are kept alive by it until closed; importing pyplot here
+        # just to close one that pyplot never saw would choose a backend for the caller.
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close(figure)
         temporary.unlink(missing_ok=True)
     return path
 

@@ -10,13 +10,15 @@ read each tile with enough surrounding data that tiles agree with a one-shot pas
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Literal, Self
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
-from neuropil.conventions import NEAREST_NEIGHBOURS
+from neuropil.conventions import NEAREST_NEIGHBOURS, positive_voxel_size
+from neuropil.errors import NeuropilError
 
 
 def downsample_factors_for(voxel_size: Sequence[float], depth: int) -> list[tuple[int, int, int]]:
@@ -26,10 +28,13 @@ def downsample_factors_for(voxel_size: Sequence[float], depth: int) -> list[tupl
     finest one, so 40x4x4 nm data is pooled in-plane only until x and y catch up with z.
     """
     current = [float(v) for v in voxel_size]
-    factors = []
+    if len(current) != 3:
+        raise NeuropilError(f"voxel_size needs 3 values (z, y, x nm), got {tuple(voxel_size)}")
+    factors: list[tuple[int, int, int]] = []
     for _ in range(depth - 1):
         finest = min(current)
-        level = tuple(2 if size <= 1.5 * finest else 1 for size in current)
+        z, y, x = (2 if size <= 1.5 * finest else 1 for size in current)
+        level = (z, y, x)
         factors.append(level)
         current = [size * f for size, f in zip(current, level)]
     return factors
@@ -47,7 +52,7 @@ class ModelConfig(BaseModel):
     depth: int = 4
     downsample_factors: tuple[tuple[int, int, int], ...] | None = None
     """Per-level pooling; ``None`` derives them from ``voxel_size``."""
-    voxel_size: tuple[float, float, float] = (25.0, 13.0, 13.0)
+    voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] = (25.0, 13.0, 13.0)
     """Voxel size (nm) the model is trained at; inputs are resampled to it."""
     normalization: Literal["none", "batch"] = "batch"
     """``batch``: batch normalization after every convolution. It speeds up training; in
@@ -60,16 +65,25 @@ class ModelConfig(BaseModel):
             raise ValueError("depth must be >= 1")
         return value
 
+    @model_validator(mode="after")
+    def _factors_fit_depth(self) -> Self:
+        # Checked here so a bad config fails when it is read, not when a network is built from it.
+        if self.downsample_factors is not None:
+            if len(self.downsample_factors) != self.depth - 1:
+                raise ValueError(f"downsample_factors needs {self.depth - 1} entries for depth {self.depth}")
+            if any(f < 1 for level in self.downsample_factors for f in level):
+                raise ValueError("downsample_factors must be >= 1")
+        return self
+
     @property
     def out_channels(self) -> int:
         return len(self.offsets)
 
     @property
     def factors(self) -> list[tuple[int, int, int]]:
+        """Pooling factors ``(z, y, x)`` of each level but the last: the given ones, else derived from ``voxel_size``."""
         if self.downsample_factors is not None:
-            if len(self.downsample_factors) != self.depth - 1:
-                raise ValueError(f"downsample_factors needs {self.depth - 1} entries for depth {self.depth}")
-            return [tuple(f) for f in self.downsample_factors]
+            return list(self.downsample_factors)
         return downsample_factors_for(self.voxel_size, self.depth)
 
 
@@ -128,10 +142,10 @@ class UNet3D(nn.Module):
     @property
     def divisor(self) -> tuple[int, int, int]:
         """Input shapes (and tile starts) must be multiples of this, per axis."""
-        total = [1, 1, 1]
-        for level in self.config.factors:
-            total = [t * f for t, f in zip(total, level)]
-        return tuple(total)
+        z, y, x = 1, 1, 1
+        for fz, fy, fx in self.config.factors:
+            z, y, x = z * fz, y * fy, x * fx
+        return z, y, x
 
     @property
     def context(self) -> tuple[int, int, int]:
@@ -153,4 +167,5 @@ class UNet3D(nn.Module):
                 else:
                     total += 2 * scale
             radius.append(total)
-        return tuple(math.ceil(r / d) * d for r, d in zip(radius, self.divisor))
+        z, y, x = (math.ceil(r / d) * d for r, d in zip(radius, self.divisor))
+        return z, y, x

@@ -13,7 +13,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,9 +32,19 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def tile_grid(shape: Sequence[int], tile_shape: Sequence[int]) -> list[tuple[int, int, int]]:
-    """Start corners of the output tiles that cover ``shape``."""
+def tile_grid(shape: Sequence[int], tile_shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """Start corners of the output tiles that cover ``shape`` (one entry per axis)."""
+    if len(shape) != len(tile_shape):
+        raise NeuropilError(f"tile shape {tuple(tile_shape)} has {len(tile_shape)} axes, the volume {len(shape)}")
     return list(itertools.product(*(range(0, s, t) for s, t in zip(shape, tile_shape))))
+
+
+def _three_integers(values: Sequence[float], name: str, *, minimum: int) -> tuple[int, int, int]:
+    """``values`` as three integers ``(z, y, x)`` of at least ``minimum``; anything else raises."""
+    numbers = tuple(int(v) for v in values)
+    if len(numbers) != 3 or min(numbers) < minimum:
+        raise NeuropilError(f"{name} needs 3 integers >= {minimum} (z, y, x), got {tuple(values)}")
+    return numbers
 
 
 def predict_affinities(
@@ -54,6 +65,7 @@ def predict_affinities(
     raw : (z, y, x) ndarray
         Image at the model's voxel size; integer types are scaled by their range to [0, 1].
     model : UNet3D
+        Moved to ``device``; run in evaluation mode, then left in the mode it had.
     tile_shape : (z, y, x) voxels kept per tile, rounded up to the model's divisor;
         ``None`` predicts the whole volume in one pass.
     halo : (z, y, x) context voxels per side; default ``model.context`` (exact).
@@ -71,24 +83,30 @@ def predict_affinities(
         raise NeuropilError(f"expected a 3-D (z, y, x) volume, got shape {raw.shape}")
     if raw.size == 0:
         raise NeuropilError("cannot predict an empty volume")
+    if batch_size < 1:
+        raise NeuropilError(f"batch size must be >= 1, got {batch_size}")
     image = normalize_raw(raw)
     if not np.isfinite(image).all():
         raise NeuropilError("raw volume contains NaN or infinite values")
     divisor = model.divisor
-    halo = tuple(model.context if halo is None else (int(h) for h in halo))
-    halo = tuple(round_up(h, d) for h, d in zip(halo, divisor))
-    border = tuple(2 * d for d in divisor) if border is None else tuple(int(b) for b in border)
+    context = model.context if halo is None else _three_integers(halo, "halo", minimum=0)
+    halo = tuple(round_up(h, d) for h, d in zip(context, divisor))
+    border = tuple(2 * d for d in divisor) if border is None else _three_integers(border, "border", minimum=0)
     border = tuple(min(round_up(b, d), h) for b, d, h in zip(border, divisor, halo))
     if tile_shape is None:
         tile = tuple(round_up(s, d) for s, d in zip(raw.shape, divisor))
     else:
-        tile = tuple(round_up(min(int(t), round_up(s, d)), d) for t, s, d in zip(tile_shape, raw.shape, divisor))
+        wanted = _three_integers(tile_shape, "tile shape", minimum=1)
+        tile = tuple(round_up(min(t, round_up(s, d)), d) for t, s, d in zip(wanted, raw.shape, divisor))
     covered = tuple(round_up(s, t) for s, t in zip(raw.shape, tile))
     padding = [(b, b + c - s) for b, c, s in zip(border, covered, raw.shape)]
     padded = np.pad(image, padding, mode="reflect" if min(raw.shape) > 1 else "edge")
     starts = tile_grid(covered, tile)
     out = np.zeros((model.config.out_channels, *covered), dtype=np.float32)
     device = torch.device(device)
+    # Prediction runs in evaluation mode (fixed normalization statistics: exact tiles); the
+    # caller's mode is put back afterwards, so predicting during training changes nothing.
+    was_training = model.training
     model = model.to(device).eval()
 
     def window(start):
@@ -103,22 +121,27 @@ def predict_affinities(
         region = window(start)
         groups.setdefault(tuple(r.stop - r.start for r in region), []).append((start, region))
     bar = tqdm(total=len(starts), desc="predicting", unit="tile", disable=not progress or len(starts) < 2)
-    with torch.inference_mode():
-        for members in groups.values():
-            for first in range(0, len(members), batch_size):
-                batch = members[first : first + batch_size]
-                inputs = np.stack([padded[region] for _, region in batch])
-                tensor = torch.from_numpy(inputs[:, None]).to(device)
-                if tensor.shape[0] > 1:
-                    tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
-                prediction = torch.sigmoid(model(tensor)).float().cpu().numpy()
-                for (start, region), block in zip(batch, prediction):
-                    inner = tuple(
-                        slice(s + b - r.start, s + b - r.start + t) for s, b, r, t in zip(start, border, region, tile)
-                    )
-                    out[(slice(None), *(slice(s, s + t) for s, t in zip(start, tile)))] = block[(slice(None), *inner)]
-                bar.update(len(batch))
-    bar.close()
+    try:
+        with torch.inference_mode():
+            for members in groups.values():
+                for first in range(0, len(members), batch_size):
+                    batch = members[first : first + batch_size]
+                    inputs = np.stack([padded[region] for _, region in batch])
+                    tensor = torch.from_numpy(inputs[:, None]).to(device)
+                    if tensor.shape[0] > 1:
+                        tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
+                    prediction = torch.sigmoid(model(tensor)).float().cpu().numpy()
+                    for (start, region), block in zip(batch, prediction):
+                        inner = tuple(
+                            slice(s + b - r.start, s + b - r.start + t)
+                            for s, b, r, t in zip(start, border, region, tile)
+                        )
+                        kept = (slice(None), *(slice(s, s + t) for s, t in zip(start, tile)))
+                        out[kept] = block[(slice(None), *inner)]
+                    bar.update(len(batch))
+    finally:
+        bar.close()
+        model.train(was_training)
     return np.ascontiguousarray(out[(slice(None), *(slice(0, s) for s in raw.shape))])
 
 
@@ -172,10 +195,10 @@ def predict_file(
     from neuropil.data.resample import resample
     from neuropil.io import open_volume, write_volume
 
-    if tile_shape is not None and (len(tile_shape) != 3 or any(int(t) < 1 for t in tile_shape)):
-        raise NeuropilError(f"tile shape needs 3 positive values (z y x), got {tuple(tile_shape)}")
+    if tile_shape is not None:
+        _three_integers(tile_shape, "tile shape", minimum=1)
     model = load_model(checkpoint, device=device)
-    model_voxel_size = tuple(float(v) for v in model.config.voxel_size)
+    model_voxel_size = model.config.voxel_size
     address, catalog_voxel_size = raw_in_catalog(raw) or (raw, None)
     given = None if voxel_size is None else tuple(float(v) for v in voxel_size)
     if given is not None and len(given) != 3:
@@ -192,7 +215,8 @@ def predict_file(
             f"{address}: voxel size unknown (not in the file or the catalog); give --voxel-size Z Y X "
             f"(the model is for {model_voxel_size} nm)"
         )
-    input_voxel_size = tuple(float(v) for v in input_voxel_size)
+    z, y, x = (float(v) for v in input_voxel_size)
+    input_voxel_size = (z, y, x)
     if not np.allclose(input_voxel_size, model_voxel_size, rtol=1e-3):
         logger.info("rescaling %s from %s nm to the model's %s nm", address, input_voxel_size, model_voxel_size)
         image = resample(image, voxel_size=input_voxel_size, target_voxel_size=model_voxel_size, kind="image")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -76,6 +77,8 @@ def affinities_from_labels(
     if not np.issubdtype(labels.dtype, np.integer):
         raise NeuropilError(f"labels must hold integer ids, got dtype {labels.dtype}")
     label_zero = LabelZero(label_zero)
+    if in_plane_only and labels.ndim != 3:
+        raise NeuropilError(f"in_plane_only needs (z, y, x) labels, got shape {labels.shape}")
     if known is not None:
         known = np.asarray(known, dtype=bool)
         if known.shape != labels.shape:

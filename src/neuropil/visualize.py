@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from neuropil.errors import NeuropilError
 from neuropil.files import save_figure_atomic
 
 AFFINITY_COLOURS = ("#000000", "#27415e", "#8fb3d9", "#eef6ff")
@@ -67,13 +68,36 @@ def figure_slice(
     z: int | None = None,
     title: str = "",
 ) -> Path:
-    """Save a PNG of one section: raw, predicted affinities, the same with ground truth in red, segmentation."""
-    import matplotlib
+    """Save a PNG of one section: raw, predicted affinities, the same with ground truth in red, segmentation.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The figure is a :class:`matplotlib.figure.Figure` drawn without pyplot, so it needs no
+    display and leaves the caller's backend and pyplot figures alone.
+
+    Parameters
+    ----------
+    path : path of the image (format from its suffix), written atomically
+    raw : (z, y, x) ndarray of uint8, or float in [0, 1]
+    affinities : (c, z, y, x) ndarray of float32 in [0, 1]
+        Predicted; the in-plane channels (z offset 0) are averaged.
+    target_affinities, target_mask : (c, z, y, x) ndarray of float32
+        Ground-truth affinities and where they are known (:func:`neuropil.targets.affinities_from_labels`).
+    offsets : sequence of (z, y, x) int offsets, one per channel
+    segmentation : (z, y, x) ndarray of int, optional
+        Shown as a fourth panel, a random colour per id.
+    z : int, optional
+        Section shown; the middle one by default.
+    title : str
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    from matplotlib.figure import Figure
 
     z = raw.shape[0] // 2 if z is None else z
+    if not 0 <= z < raw.shape[0]:
+        raise NeuropilError(f"section z={z} is outside the volume's {raw.shape[0]} sections")
     predicted = in_plane_affinity(affinities, offsets)[z]
     target, known = (array[z] for array in in_plane_target(target_affinities, target_mask, offsets))
     panels = [
@@ -83,7 +107,8 @@ def figure_slice(
     ]
     if segmentation is not None:
         panels.append(("segmentation", segmentation_rgb(segmentation[z]), None))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5), dpi=110)
+    fig = Figure(figsize=(3.2 * len(panels), 3.5), dpi=110)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for axis, (name, image, cmap) in zip(axes, panels):
         axis.imshow(
             image,

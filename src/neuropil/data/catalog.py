@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, overload
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,7 +30,7 @@ BUILTIN_CATALOG = Path(__file__).with_name("catalog.yaml")
 USER_CATALOG = Path("~/.config/neuropil/catalog.yaml")
 
 
-class LabelCoverage(str, Enum):
+class LabelCoverage(StrEnum):
     """How much of a volume its labels describe."""
 
     DENSE = "dense"
@@ -70,10 +70,10 @@ class VolumeEntry(BaseModel):
     mask: str | None = None
     """Voxels whose labels are known (non-zero = known)."""
     extra: dict[str, str] = {}
-    shape: tuple[int, ...] | None = None
+    shape: tuple[int, int, int] | None = None
     """Expected ``(z, y, x)`` shape, checked when the volume is loaded."""
-    voxel_size: tuple[float, ...] | None = None
-    """Overrides the dataset's voxel size for this volume."""
+    voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] | None = None
+    """Overrides the dataset's voxel size (nm, ``(z, y, x)``) for this volume."""
     role: str = "train"
     """``train`` (training and validation band) or ``test`` (held out)."""
 
@@ -120,8 +120,12 @@ class DatasetEntry(BaseModel):
                 return candidate
         return candidates[0]
 
+    @overload
+    def address(self, relative: str) -> str: ...
+    @overload
+    def address(self, relative: None) -> None: ...
     def address(self, relative: str | None) -> str | None:
-        """An address of this dataset made absolute (absolute ones are kept)."""
+        """An address of this dataset made absolute (absolute ones are kept); None stays None."""
         if relative is None:
             return None
         if os.path.isabs(relative):
@@ -136,8 +140,9 @@ class DatasetEntry(BaseModel):
             raise NeuropilError(f"dataset '{self.name}' has no volume '{name}'; it has {sorted(self.volumes)}")
         return name, self.volumes[name]
 
-    def volume_voxel_size(self, volume: VolumeEntry) -> tuple[float, ...]:
-        return tuple(volume.voxel_size or self.voxel_size)
+    def volume_voxel_size(self, volume: VolumeEntry) -> tuple[float, float, float]:
+        """Nanometres per voxel of ``volume``, ``(z, y, x)``: its own when the entry gives one, else the dataset's."""
+        return volume.voxel_size or self.voxel_size
 
 
 def project_root() -> Path | None:
@@ -224,7 +229,9 @@ def get_dataset(name: str, catalog: dict[str, DatasetEntry] | None = None) -> Da
     return catalog[name]
 
 
-def raw_in_catalog(target: str, catalog: dict[str, DatasetEntry] | None = None) -> tuple[str, tuple[float, ...]] | None:
+def raw_in_catalog(
+    target: str, catalog: dict[str, DatasetEntry] | None = None
+) -> tuple[str, tuple[float, float, float]] | None:
     """The raw address and voxel size the catalog gives for ``target``, or None.
 
     ``target`` is a dataset name (its first volume with a raw image), ``NAME/VOLUME``, or

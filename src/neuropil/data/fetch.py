@@ -49,8 +49,8 @@ class ResumingDownloader:
                 resumed = response.status_code == 206
                 if have and not resumed:
                     logger.info("%s: server ignored the range request; downloading from the start", url)
-                total = response.headers.get("Content-Length")
-                total = int(total) + (have if resumed else 0) if total else None
+                length = response.headers.get("Content-Length")
+                total = int(length) + (have if resumed else 0) if length else None
                 progress = None
                 if self.progress:
                     from tqdm import tqdm
@@ -106,9 +106,10 @@ def fetch_file(file: FileEntry, destination: Path, *, verify: bool = True, progr
     except requests.exceptions.Timeout as error:
         raise NeuropilError(f"{file.url}: timed out; run fetch again to resume") from error
     except requests.exceptions.HTTPError as error:
-        raise NeuropilError(
-            f"{file.url}: download failed: {error.response.status_code} {error.response.reason}"
-        ) from error
+        # raise_for_status always attaches the response; an HTTPError raised elsewhere may not.
+        answer = error.response
+        reason = f"{answer.status_code} {answer.reason}" if answer is not None else str(error).splitlines()[0]
+        raise NeuropilError(f"{file.url}: download failed: {reason}") from error
     except ValueError as error:  # pooch: hash mismatch; it has deleted the bad file
         raise NeuropilError(f"{destination / file.name}: checksum mismatch: {str(error).splitlines()[0]}") from error
     if known_hash is None:

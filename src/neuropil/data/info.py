@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,13 @@ def _label_count(array: NDArray) -> int:
     return int(np.count_nonzero(values))
 
 
-def address_info(address: str, *, count_labels: bool = True, voxel_size=None) -> dict[str, Any]:
-    """Shape, dtype, voxel size, chunks and (integer arrays) the number of non-zero ids of an address."""
+def address_info(
+    address: str, *, count_labels: bool = True, voxel_size: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Shape, dtype, voxel size, chunks and (integer arrays) the number of non-zero ids of an address.
+
+    ``voxel_size`` (nm, ``(z, y, x)``) is used when the file stores none.
+    """
     with open_volume(address, voxel_size=voxel_size) as volume:
         info: dict[str, Any] = {
             "address": str(volume.address),
@@ -81,7 +87,8 @@ def dataset_info(dataset: DatasetEntry, *, count_labels: bool = True) -> dict[st
             else:
                 facts["voxel_size_from"] = "file"
             entry[kind] = facts
-        if count_labels and dataset.classes is not None and entry.get("labels", {}).get("present"):
+        present = entry.get("labels", {}).get("present")
+        if count_labels and dataset.classes is not None and volume.labels is not None and present:
             labels, _ = load_labels(dataset, volume)
             # Semantic codes are classes, 0 among them: list them all rather than count non-zero ids.
             entry["labels"].pop("label_ids", None)

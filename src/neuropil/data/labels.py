@@ -98,17 +98,17 @@ def load_labels(dataset: DatasetEntry, volume: VolumeEntry) -> tuple[NDArray[np.
     if stored.size == 0:
         raise NeuropilError(f"{address}: empty volume")
     if dataset.classes is not None:
-        labels, known = instances_from_semantic(
+        instances, classified = instances_from_semantic(
             stored,
             interior=dataset.classes.interior,
             boundary=dataset.classes.boundary,
             unknown=dataset.classes.unknown,
         )
-        return labels, (None if known.all() else known)
+        return instances, (None if classified.all() else classified)
     if np.issubdtype(stored.dtype, np.signedinteger) and stored.min() < 0:
         raise NeuropilError(f"{address}: labels hold negative ids (min {stored.min()})")
     labels = stored.astype(LABEL_DTYPE, copy=False)
-    known = None
+    known: NDArray[np.bool_] | None = None
     if dataset.unknown_ids_at_least is not None:
         unlabelled = labels >= np.uint64(dataset.unknown_ids_at_least)
         if unlabelled.any():
@@ -122,7 +122,7 @@ def load_training_volume(
     volume: str | None = None,
     *,
     target_voxel_size: Sequence[float] | None = None,
-):
+) -> TrainingVolume:
     """A catalog volume as raw, labels and the policy for its affinity mask, ready for training.
 
     Parameters
@@ -149,7 +149,6 @@ def load_training_volume(
         labels, an empty volume, or a shape other than the catalog's.
     """
     from neuropil.data.resample import resample
-    from neuropil.data.volumes import TrainingVolume
     from neuropil.io import open_volume
 
     entry = get_dataset(dataset) if isinstance(dataset, str) else dataset
@@ -161,12 +160,13 @@ def load_training_volume(
         raise NeuropilError(f"{where}: has no labels; it cannot be used for training")
     voxel_size = entry.volume_voxel_size(volume_entry)
     raw_address = entry.address(volume_entry.raw)
+    labels_address = entry.address(volume_entry.labels)
     with open_volume(raw_address) as opened:
         raw_voxel_size = opened.voxel_size
         raw = opened.read()
-    with open_volume(entry.address(volume_entry.labels)) as opened:
+    with open_volume(labels_address) as opened:
         labels_voxel_size = opened.voxel_size
-    for address, stored in ((raw_address, raw_voxel_size), (entry.address(volume_entry.labels), labels_voxel_size)):
+    for address, stored in ((raw_address, raw_voxel_size), (labels_address, labels_voxel_size)):
         if stored is not None and not np.allclose(stored, voxel_size, rtol=1e-3):
             raise NeuropilError(
                 f"{address}: voxel size mismatch: the file says {stored} nm, the catalog {voxel_size} nm"
@@ -176,11 +176,10 @@ def load_training_volume(
     labels, known = load_labels(entry, volume_entry)
     if raw.shape != labels.shape:
         raise NeuropilError(
-            f"{where}: raw {raw_address} has shape {raw.shape} but labels {entry.address(volume_entry.labels)} "
-            f"have {labels.shape}"
+            f"{where}: raw {raw_address} has shape {raw.shape} but labels {labels_address} have {labels.shape}"
         )
-    if volume_entry.shape is not None and tuple(raw.shape) != tuple(volume_entry.shape):
-        raise NeuropilError(f"{raw_address}: shape {raw.shape}, the catalog expects {tuple(volume_entry.shape)}")
+    if volume_entry.shape is not None and tuple(raw.shape) != volume_entry.shape:
+        raise NeuropilError(f"{raw_address}: shape {raw.shape}, the catalog expects {volume_entry.shape}")
     if volume_entry.mask is not None:
         mask_address = entry.address(volume_entry.mask)
         with open_volume(mask_address) as opened:
@@ -192,7 +191,7 @@ def load_training_volume(
     if entry.labels is LabelCoverage.SOME_OBJECTS:
         label_zero = LabelZero.UNKNOWN
     if target_voxel_size is not None:
-        target = tuple(float(v) for v in target_voxel_size)
+        target = _voxel_size_triple(target_voxel_size)
         raw = resample(raw, voxel_size=voxel_size, target_voxel_size=target, kind="image")
         labels = resample(labels, voxel_size=voxel_size, target_voxel_size=target, kind="labels")
         if known is not None:
@@ -201,13 +200,21 @@ def load_training_volume(
     return TrainingVolume(
         raw=raw,
         labels=labels,
-        voxel_size=tuple(voxel_size),
+        voxel_size=voxel_size,
         label_zero=label_zero,
         in_plane_only=entry.labels is LabelCoverage.IN_PLANE,
         known=known,
         name=where,
         metadata={"dataset": entry.name, "volume": name, "modality": entry.modality, "role": volume_entry.role},
     )
+
+
+def _voxel_size_triple(values: Sequence[float]) -> tuple[float, float, float]:
+    """``values`` as three nanometre sizes ``(z, y, x)``; any other count raises."""
+    sizes = tuple(float(v) for v in values)
+    if len(sizes) != 3:
+        raise NeuropilError(f"target voxel size needs 3 values (z, y, x nm), got {sizes}")
+    return sizes
 
 
 def catalog_domains(
@@ -233,9 +240,6 @@ def catalog_domains(
     (training, validation) : dicts of domain name to volumes, ready for
     :class:`MultiDomainSampler` (synthetic domains can be added to the same dicts).
     """
-    import logging
-
-    logger = logging.getLogger(__name__)
     training: dict[str, list[TrainingVolume]] = {}
     validation: dict[str, list[TrainingVolume]] = {}
     for name in datasets:
@@ -246,15 +250,18 @@ def catalog_domains(
         if not usable:
             # Say so, rather than blame the validation band for a dataset that cannot train at all.
             raise NeuropilError(f"dataset '{name}' has no train volume with both a raw image and labels")
-        for volume_name, volume in usable.items():
+        for volume_name in usable:
             loaded = load_training_volume(entry, volume_name, target_voxel_size=target_voxel_size)
             train_part, validation_part = split_validation_band(loaded, width=width)
             for part, into in ((train_part, training), (validation_part, validation)):
                 if part is None:
                     continue
                 # Validation is predicted whole (padded), so only training parts must hold a patch.
-                small = patch_shape is not None and any(s < p for s, p in zip(part.raw.shape, patch_shape))
-                if into is training and small:
+                if (
+                    into is training
+                    and patch_shape is not None
+                    and any(s < p for s, p in zip(part.raw.shape, patch_shape))
+                ):
                     logger.warning(
                         "%s: shape %s is smaller than the patch %s; left out",
                         part.name,

@@ -41,7 +41,11 @@ KINDS = ("image", "labels", "mask")
 _EPSILON = 1e-9
 
 
-def _as_sizes(values: Sequence[float], ndim: int, name: str) -> NDArray[np.float64]:
+Sizes = Sequence[float] | NDArray[np.floating]
+"""Nanometres per voxel, one per axis: a sequence or a 1-D array."""
+
+
+def _as_sizes(values: Sizes, ndim: int, name: str) -> NDArray[np.float64]:
     sizes = np.asarray(values, dtype=np.float64).reshape(-1)
     if sizes.size == 1 and ndim != 1:
         sizes = np.repeat(sizes, ndim)
@@ -52,9 +56,7 @@ def _as_sizes(values: Sequence[float], ndim: int, name: str) -> NDArray[np.float
     return sizes
 
 
-def resampled_shape(
-    shape: Sequence[int], voxel_size: Sequence[float], target_voxel_size: Sequence[float]
-) -> tuple[int, ...]:
+def resampled_shape(shape: Sequence[int], voxel_size: Sizes, target_voxel_size: Sizes) -> tuple[int, ...]:
     """Shape of an array of ``shape`` at ``voxel_size`` rescaled to ``target_voxel_size``.
 
     Parameters
@@ -86,7 +88,7 @@ def resampled_shape(
 
 def _centres(count: int, source_size: float, target_size: float) -> NDArray[np.float64]:
     """Output voxel centres in source voxel coordinates (source centre ``j`` is at ``j``)."""
-    return (np.arange(count) + 0.5) * (target_size / source_size) - 0.5
+    return (np.arange(count, dtype=np.float64) + 0.5) * (target_size / source_size) - 0.5
 
 
 def _resample_labels_axis(array: NDArray, axis: int, count: int, source_size: float, target_size: float) -> NDArray:
@@ -222,7 +224,7 @@ def _to_dtype(result: NDArray, dtype) -> NDArray:
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         result = np.clip(np.rint(result), info.min, info.max)
-    elif dtype == bool:
+    elif np.issubdtype(dtype, np.bool_):
         result = result >= 0.5
     return result.astype(dtype, copy=False)
 
@@ -250,13 +252,18 @@ def resample_region(
     from scipy import ndimage
 
     shape = tuple(int(n) for n in volume.shape)
+    if len(region) != len(shape):
+        raise NeuropilError(f"region has {len(region)} slices for a {len(shape)}-D volume")
+    if any(part.step not in (None, 1) for part in region):
+        raise NeuropilError(f"region slices must have step 1, got {tuple(region)}")
     source = _as_sizes(voxel_size, len(shape), "voxel_size")
     target = _as_sizes(target_voxel_size, len(shape), "target_voxel_size")
     out_shape = resampled_shape(shape, source, target)
     sigma = _antialiasing_sigma(source, target)
     # scipy's gaussian_filter reaches int(4 * sigma + 0.5) voxels (truncate=4)
     reach = [int(4.0 * s + 0.5) if s > 0 else 0 for s in sigma]
-    positions, window = [], []
+    positions: list[NDArray[np.float64] | None] = []
+    window: list[slice] = []
     for axis, part in enumerate(region):
         start, stop, _ = part.indices(out_shape[axis])
         resampled = shape[axis] != out_shape[axis] or source[axis] != target[axis]
@@ -274,12 +281,12 @@ def resample_region(
     result = crop.astype(work_dtype, copy=True)
     if np.any(sigma > 0):
         result = ndimage.gaussian_filter(result, sigma=sigma, mode="nearest")
-    for axis, part in enumerate(region):
-        if positions[axis] is None:
+    for axis, (part, where) in enumerate(zip(region, positions)):
+        if where is None:
             start, stop, _ = part.indices(out_shape[axis])
             index = [slice(None)] * result.ndim
             index[axis] = slice(start - window[axis].start, stop - window[axis].start)
             result = result[tuple(index)]
         else:
-            result = _resample_linear_axis(result, axis, positions[axis])
+            result = _resample_linear_axis(result, axis, where)
     return _to_dtype(result, crop.dtype)

@@ -7,7 +7,7 @@ which targets and their known-affinity mask are computed after augmentation.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -40,7 +40,10 @@ class MultiDomainSampler:
         if not domains:
             raise NeuropilError("no training domains given")
         self.domains = {name: list(volumes) for name, volumes in domains.items()}
-        self.patch_shape = tuple(int(s) for s in patch_shape)
+        shape = tuple(int(s) for s in patch_shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise NeuropilError(f"patch shape needs 3 positive sizes (z, y, x), got {tuple(patch_shape)}")
+        self.patch_shape: tuple[int, int, int] = shape
         for name, volumes in self.domains.items():
             if not volumes:
                 raise NeuropilError(f"domain '{name}' has no volumes")
@@ -73,7 +76,8 @@ class MultiDomainSampler:
         index = int(self.rng.integers(len(self.domains[domain])))
         volume = self.domains[domain][index]
         for _ in range(self.MAX_TRIES):
-            offset = tuple(int(self.rng.integers(0, s - p + 1)) for s, p in zip(volume.raw.shape, self.patch_shape))
+            z, y, x = (int(self.rng.integers(0, s - p + 1)) for s, p in zip(volume.raw.shape, self.patch_shape))
+            offset = (z, y, x)
             region = tuple(slice(o, o + p) for o, p in zip(offset, self.patch_shape))
             known = None if volume.known is None else np.asarray(volume.known[region], dtype=bool)
             # Patches mostly outside the labelled data teach nothing; draw again (bounded).
@@ -116,14 +120,15 @@ def split_validation_band(
     """
     if width < 0:
         raise NeuropilError(f"validation band width must be >= 0, got {width}")
+    if axis not in (0, 1, 2):
+        raise NeuropilError(f"validation band axis must be 0, 1 or 2 (z, y, x), got {axis}")
     size = volume.raw.shape[axis]
-    parts = []
+    parts: list[TrainingVolume | None] = []
     for name, start, stop in (("train", min(width, size), size), ("validation", 0, min(width, size))):
         if stop <= start:
             parts.append(None)
             continue
         region = [slice(None)] * 3
         region[axis] = slice(start, stop)
-        region = tuple(region)
-        parts.append(volume.crop(region, part=name, band_axis=axis, band_start=start))
+        parts.append(volume.crop(tuple(region), part=name, band_axis=axis, band_start=start))
     return parts[0], parts[1]

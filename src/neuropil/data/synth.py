@@ -66,6 +66,7 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 
 from neuropil.conventions import LABEL_DTYPE, LabelZero
+from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 
 logger = logging.getLogger(__name__)
@@ -380,7 +381,8 @@ def _check_shape(shape) -> tuple[int, int, int]:
         raise NeuropilError(f"synthetic volume shape must be 3 positive integers (z, y, x), got {shape!r}") from None
     if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in values):
         raise NeuropilError(f"synthetic volume shape must be 3 positive integers (z, y, x), got {shape!r}")
-    return tuple(int(v) for v in values)
+    z, y, x = (int(v) for v in values)
+    return z, y, x
 
 
 def _check_voxel_size(voxel_size) -> tuple[float, float, float]:
@@ -413,7 +415,9 @@ def _random_unit(rng: np.random.Generator, count: int | None = None) -> NDArray:
     return vector / np.linalg.norm(vector, axis=-1, keepdims=True)
 
 
-def _draw_processes(rng: np.random.Generator, domain: SynthDomain, low, high) -> list[tuple[NDArray, float]]:
+def _draw_processes(
+    rng: np.random.Generator, domain: SynthDomain, low: NDArray, high: NDArray
+) -> list[tuple[list[NDArray], float]]:
     """Draw curves until their tube volume fills the box ``[low, high]`` (nm).
 
     Returns a list of ``(points, radius)`` per process, where ``points`` is a list of (n, 3) arrays
@@ -422,7 +426,7 @@ def _draw_processes(rng: np.random.Generator, domain: SynthDomain, low, high) ->
     box_volume = float(np.prod(high - low))
     diagonal = float(np.linalg.norm(high - low))
     main_direction = _random_unit(rng)
-    processes = []
+    processes: list[tuple[list[NDArray], float]] = []
     # A coarse occupancy grid: new processes start where no centerline passes yet, so the packing
     # is even (no huge cells in empty regions), as in real neuropil.
     cell = domain.axon_radius_nm * 1.5
@@ -759,7 +763,7 @@ def synthetic_volume(
     shape: tuple[int, int, int],
     target_voxel_size: tuple[float, float, float],
     seed: int,
-):
+) -> TrainingVolume:
     """A synthetic training volume drawn at the domain's own voxel size and rescaled to the target.
 
     Real domains reach the network the same way: imaged at their own voxel size, then
@@ -779,23 +783,23 @@ def synthetic_volume(
         ``raw`` (z, y, x) and ``labels`` uint64 of ``shape`` at ``target_voxel_size``.
     """
     from neuropil.data.resample import resample
-    from neuropil.data.volumes import TrainingVolume
 
     resolved = _resolve_domain(domain)
     shape = _check_shape(shape)
-    native = resolved.voxel_size
+    target = _check_voxel_size(target_voxel_size)
+    native = _check_voxel_size(resolved.voxel_size)
     # One extra voxel per axis so rounding in the rescaling never leaves the crop short.
-    native_shape = tuple(int(np.ceil(s * t / n)) + 1 for s, t, n in zip(shape, target_voxel_size, native))
+    native_shape = _check_shape(tuple(int(np.ceil(s * t / n)) + 1 for s, t, n in zip(shape, target, native)))
     volume = generate(resolved, shape=native_shape, seed=seed)
-    raw = resample(volume.raw, voxel_size=native, target_voxel_size=target_voxel_size, kind="image")
-    labels = resample(volume.labels, voxel_size=native, target_voxel_size=target_voxel_size, kind="labels")
+    raw = resample(volume.raw, voxel_size=native, target_voxel_size=target, kind="image")
+    labels = resample(volume.labels, voxel_size=native, target_voxel_size=target, kind="labels")
     if any(have < want for have, want in zip(raw.shape, shape)):
         raise NeuropilError(f"{resolved.name}: rescaled volume {raw.shape} is smaller than {shape}")
     crop = tuple(slice(0, s) for s in shape)
     return TrainingVolume(
         raw=np.ascontiguousarray(raw[crop]),
         labels=np.ascontiguousarray(labels[crop]),
-        voxel_size=tuple(float(v) for v in target_voxel_size),
+        voxel_size=target,
         label_zero=volume.label_zero,
         name=f"{resolved.name} seed {seed}",
     )

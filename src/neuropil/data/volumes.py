@@ -58,7 +58,7 @@ class TrainingVolume:
             in_plane_only=self.in_plane_only,
         )
 
-    def crop(self, region: tuple[slice, ...], *, part: str, **metadata) -> "TrainingVolume":
+    def crop(self, region: tuple[slice, ...], *, part: str, **metadata) -> TrainingVolume:
         """The sub-volume at ``region`` (views, not copies), named ``name[part]``."""
         return TrainingVolume(
             raw=self.raw[region],

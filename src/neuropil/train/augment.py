@@ -38,7 +38,7 @@ def augment(patch: Patch, *, rng: np.random.Generator, transpose_xy: bool = True
 
 def intensity_augment(raw: NDArray[np.float32], *, rng: np.random.Generator) -> NDArray[np.float32]:
     """Contrast, brightness, gamma, blur and noise, as microscopes and preparations vary."""
-    out = raw.copy()
+    out: NDArray[np.floating] = raw.copy()
     mean = float(out.mean())
     out = (out - mean) * rng.uniform(0.6, 1.4) + mean + rng.uniform(-0.15, 0.15)
     out = np.clip(out, 0.0, 1.0) ** rng.uniform(0.7, 1.5)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Literal, TextIO
 
 import numpy as np
 import torch
@@ -113,7 +114,11 @@ class Trainer:
         self.sampler = MultiDomainSampler(
             domains, patch_shape=train_config.patch_shape, weights=train_config.weights, seed=train_config.seed
         )
-        divisor = UNet3D(model_config).divisor
+        # The initial weights follow the seed without reseeding the caller's global generator.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train_config.seed)
+            model = UNet3D(model_config)
+        divisor = model.divisor
         if any(p % d for p, d in zip(train_config.patch_shape, divisor)):
             raise NeuropilError(
                 f"patch_shape {train_config.patch_shape} must be a multiple of {divisor} for this model"
@@ -128,9 +133,9 @@ class Trainer:
             )
         _, y, x = model_config.voxel_size
         self.transpose_xy = y == x
-        torch.manual_seed(train_config.seed)
         self.device = torch.device(train_config.device)
-        self.model = UNet3D(model_config).to(self.device).to(memory_format=torch.channels_last_3d)
+        # Module.to accepts memory_format (documented), but torch's stubs list no overload with it.
+        self.model: UNet3D = model.to(self.device).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.learning_rate)
         self.iteration = 0
         self.rng = np.random.default_rng(train_config.seed + 1)
@@ -250,11 +255,26 @@ class Trainer:
         self.iteration += 1
         return float(loss.item())
 
+    def _open_log(self) -> TextIO:
+        """``log.csv`` for appending, holding the rows up to the current iteration only.
+
+        A run that stopped between checkpoints (a crash, not an interrupt) logged iterations
+        the checkpoint does not hold; they are done again, so their rows are dropped rather
+        than repeated (with a second header when no checkpoint was reached).
+        """
+        path = self.out_dir / "log.csv"
+        rows = ["iteration,loss\n"]
+        if path.exists():
+            for line in path.read_text().splitlines(keepends=True)[1:]:
+                iteration = line.split(",", 1)[0]
+                if line.endswith("\n") and iteration.isdigit() and int(iteration) <= self.iteration:
+                    rows.append(line)
+        write_text_atomic(path, "".join(rows))
+        return path.open("a", buffering=1)
+
     def train(self, *, progress: bool = True) -> UNet3D:
         """Run until ``iterations``; saves every ``checkpoint_every`` and when interrupted."""
-        log = (self.out_dir / "log.csv").open("a", buffering=1)
-        if self.iteration == 0:
-            log.write("iteration,loss\n")
+        log = self._open_log()
         bar = tqdm(
             total=self.config.iterations, initial=self.iteration, desc="training", disable=not progress, unit="it"
         )
