@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from neuropil.data.volumes import normalize_raw
 from neuropil.errors import NeuropilError
+from neuropil.io import Volume
 from neuropil.model import UNet3D
 
 logger = logging.getLogger(__name__)
@@ -191,35 +192,68 @@ def predict_file(
         the file's, a non-3-D volume.
     """
     from neuropil.checkpoint import load_model
-    from neuropil.data.catalog import raw_in_catalog
     from neuropil.data.resample import resample
-    from neuropil.io import open_volume, write_volume
+    from neuropil.io import write_volume
 
     if tile_shape is not None:
         _three_integers(tile_shape, "tile shape", minimum=1)
     model = load_model(checkpoint, device=device)
     model_voxel_size = model.config.voxel_size
+    source = open_raw(raw, voxel_size=voxel_size, model_voxel_size=model_voxel_size)
+    with source.volume as volume:
+        image = volume.read()
+    input_voxel_size = source.voxel_size
+    if source.rescale:
+        logger.info("rescaling %s from %s nm to the model's %s nm", raw, input_voxel_size, model_voxel_size)
+        image = resample(image, voxel_size=input_voxel_size, target_voxel_size=model_voxel_size, kind="image")
+    affinities = predict_affinities(image, model, tile_shape=tile_shape, device=device, progress=progress)
+    written = write_volume(out, affinities.astype(np.float32, copy=False), voxel_size=model_voxel_size)
+    return PredictionWritten(str(written), tuple(affinities.shape), model_voxel_size, input_voxel_size)
+
+
+class RawSource(NamedTuple):
+    """A raw volume opened for prediction, with its voxel size resolved."""
+
+    volume: Volume
+    """The open (z, y, x) volume; close it when done."""
+    voxel_size: tuple[float, float, float]
+    """Its voxel size in nm (file, catalog or given)."""
+    rescale: bool
+    """Whether it differs from the model's, so the volume is rescaled to the model's voxel size."""
+
+
+def open_raw(raw: str, *, voxel_size: Sequence[float] | None, model_voxel_size: Sequence[float]) -> RawSource:
+    """Open a raw volume for prediction: the one place its voxel size is resolved and checked.
+
+    The voxel size comes from the file's metadata, else from the catalog (when ``raw``
+    is a catalog name, ``NAME/VOLUME`` or a catalog volume's address), else from
+    ``voxel_size``; given values must agree with the file's and the catalog's. It must be
+    known: a network applied at the wrong scale fails quietly. Used by
+    :func:`predict_file` and :func:`neuropil.blockwise.predict_blockwise`.
+
+    Raises
+    ------
+    NeuropilError
+        A volume that is not 3-D, a voxel size that is unknown or disagrees.
+    """
+    from neuropil.data.catalog import raw_in_catalog
+    from neuropil.io import open_volume
+
     address, catalog_voxel_size = raw_in_catalog(raw) or (raw, None)
     given = None if voxel_size is None else tuple(float(v) for v in voxel_size)
     if given is not None and len(given) != 3:
         raise NeuropilError(f"--voxel-size needs 3 values (z y x nm), got {len(given)}")
     if given is not None and catalog_voxel_size is not None and not np.allclose(given, catalog_voxel_size, rtol=1e-3):
         raise NeuropilError(f"{raw}: voxel size mismatch: given {given} nm, the catalog says {catalog_voxel_size} nm")
-    with open_volume(address, voxel_size=given or catalog_voxel_size) as volume:
+    volume = open_volume(address, voxel_size=given or catalog_voxel_size)
+    if volume.ndim != 3 or volume.voxel_size is None:
+        volume.close()
         if volume.ndim != 3:
             raise NeuropilError(f"{volume.address}: expected a 3-D (z, y, x) volume, got shape {volume.shape}")
-        input_voxel_size = volume.voxel_size
-        image = volume.read()
-    if input_voxel_size is None:
         raise NeuropilError(
             f"{address}: voxel size unknown (not in the file or the catalog); give --voxel-size Z Y X "
-            f"(the model is for {model_voxel_size} nm)"
+            f"(the model is for {tuple(model_voxel_size)} nm)"
         )
-    z, y, x = (float(v) for v in input_voxel_size)
-    input_voxel_size = (z, y, x)
-    if not np.allclose(input_voxel_size, model_voxel_size, rtol=1e-3):
-        logger.info("rescaling %s from %s nm to the model's %s nm", address, input_voxel_size, model_voxel_size)
-        image = resample(image, voxel_size=input_voxel_size, target_voxel_size=model_voxel_size, kind="image")
-    affinities = predict_affinities(image, model, tile_shape=tile_shape, device=device, progress=progress)
-    written = write_volume(out, affinities.astype(np.float32, copy=False), voxel_size=model_voxel_size)
-    return PredictionWritten(str(written), tuple(affinities.shape), model_voxel_size, input_voxel_size)
+    z, y, x = (float(v) for v in volume.voxel_size)
+    rescale = not np.allclose((z, y, x), model_voxel_size, rtol=1e-3)
+    return RawSource(volume, (z, y, x), rescale)

@@ -88,27 +88,20 @@ def predict_blockwise(
         A raw volume that is not 3-D or whose voxel size is unknown, an output that
         is not zarr, a bad block shape.
     """
-    from neuropil.data.catalog import raw_in_catalog
     from neuropil.data.resample import resampled_shape
-    from neuropil.io import open_volume
-    from neuropil.predict import PredictionWritten, round_up
+    from neuropil.predict import PredictionWritten, open_raw, round_up
 
     output = zarr_output(out)
     checkpoint = str(Path(checkpoint).resolve())
     modified = _modified(checkpoint)
     model = _model(checkpoint, modified, device)
-    model_voxel_size = tuple(float(v) for v in model.config.voxel_size)
-    address, catalog_voxel_size = raw_in_catalog(raw) or (raw, None)
-    volume = open_volume(address, voxel_size=voxel_size or catalog_voxel_size)
-    if volume.ndim != 3:
-        raise NeuropilError(f"{volume.address}: expected a 3-D (z, y, x) volume, got shape {volume.shape}")
-    if volume.voxel_size is None:
-        raise NeuropilError(f"{address}: voxel size unknown; give it (the model is for {model_voxel_size} nm)")
-    input_voxel_size = tuple(float(v) for v in volume.voxel_size)
+    model_voxel_size = model.config.voxel_size
+    source = open_raw(raw, voxel_size=voxel_size, model_voxel_size=model_voxel_size)
+    volume, input_voxel_size = source.volume, source.voxel_size
     target_shape = volume.shape
-    if not np.allclose(input_voxel_size, model_voxel_size, rtol=1e-3):
+    if source.rescale:
         logger.info(
-            "rescaling %s from %s nm to the model's %s nm block by block", address, input_voxel_size, model_voxel_size
+            "rescaling %s from %s nm to the model's %s nm block by block", raw, input_voxel_size, model_voxel_size
         )
         target_shape = resampled_shape(volume.shape, input_voxel_size, model_voxel_size)
     if len(block_shape) != 3 or any(int(b) < 1 for b in block_shape):

@@ -44,7 +44,7 @@ def default_flood_threshold(ndim: int) -> float:
 def fragments(
     values: NDArray,
     *,
-    voxel_size: Sequence[float],
+    voxel_size: Sequence[float] | None,
     threshold: float = 0.5,
     flood_threshold: float | None = None,
     min_size: int = 20,
@@ -57,7 +57,7 @@ def fragments(
     values : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
         Nearest-neighbour affinities (1 = same object) or a boundary map (1 = boundary).
     voxel_size : (z, y, x) tuple of float
-        Voxel size in nm, for the seeds' distance transform.
+        Voxel size in nm, for the seeds' distance transform (None is a one-line error).
     threshold, min_size, mask
         See :func:`neuropil.segment.watershed.fragments`.
     flood_threshold : float, optional
