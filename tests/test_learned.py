@@ -187,8 +187,9 @@ def test_train_and_segment_commands(tmp_path, toy):
 
 
 def test_image_channel_features_by_hand():
-    from neuropil.segment import graph, merge
+    from neuropil.segment import graph
     from neuropil.segment.affinities import as_affinities
+    from neuropil.segment.features import all_edge_features
     from neuropil.segment.learned import feature_names, statistics, voxel_boundaries
 
     fragments = np.array([[[1, 1, 2, 2]]], dtype=np.uint64)
@@ -197,7 +198,7 @@ def test_image_channel_features_by_hand():
     values = as_affinities(boundaries)
     contacts = graph.contacts(values, fragments)
     edge_stats, node_stats = statistics(contacts, voxel_boundaries(boundaries, values), 8, image)
-    features = merge.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, 8)
+    features = all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, n_bins=8)
     names = feature_names(8, image=True)
     assert features.shape == (1, len(names))
     got = dict(zip(names, features[0]))
@@ -228,8 +229,9 @@ def test_image_channel_features_by_hand():
 
 def test_pair_shape_features_by_hand():
     """Two rods end to end continue each other; two rods side by side do not."""
-    from neuropil.segment import graph, merge
+    from neuropil.segment import graph
     from neuropil.segment.affinities import as_affinities
+    from neuropil.segment.features import all_edge_features
     from neuropil.segment.learned import feature_names, statistics, voxel_boundaries
 
     def pair_features(fragments):
@@ -237,7 +239,7 @@ def test_pair_shape_features_by_hand():
         values = as_affinities(boundaries)
         contacts = graph.contacts(values, fragments)
         edge_stats, node_stats = statistics(contacts, voxel_boundaries(boundaries, values), 8, None)
-        features = merge.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, 8)
+        features = all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, n_bins=8)
         return dict(zip(feature_names(8), features[0]))
 
     end_to_end = np.zeros((2, 2, 24), dtype=np.uint64)
@@ -258,6 +260,7 @@ def test_pair_shape_features_by_hand():
 def test_features_after_a_merge_equal_those_of_the_merged_fragments(image):
     from neuropil.segment import graph, merge
     from neuropil.segment.affinities import as_affinities
+    from neuropil.segment.features import all_edge_features
     from neuropil.segment.learned import statistics, voxel_boundaries
 
     rng = np.random.default_rng(4)
@@ -275,24 +278,18 @@ def test_features_after_a_merge_equal_those_of_the_merged_fragments(image):
 
     contacts, edge_stats, node_stats = examples(fragments)
     same_object = np.ones(contacts.n_nodes, dtype=np.int64)
-    *_, features, labels = merge.merge_until(
-        contacts.n_nodes,
-        contacts.u,
-        contacts.v,
+    features, labels = merge.learning_examples(
+        contacts,
         edge_stats,
-        node_stats,
-        merge.BOUNDARY_MEAN,
-        50,
-        8,
-        merge.Forest.empty().packed(),
-        np.inf,
-        same_object,
+        scoring=merge.Scoring("boundary_mean", n_bins=8),
+        node_stats=node_stats,
+        node_label=same_object,
     )
     assert labels.all() and len(features) == 3
     # the second example is the edge between the merged (1, 2) and 3
     merged = np.where(fragments == 2, 1, fragments)
     contacts, edge_stats, node_stats = examples(merged)
-    direct = merge.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, 8)
+    direct = all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, n_bins=8)
     first_edge = int(np.flatnonzero((contacts.ids[contacts.u] == 1) & (contacts.ids[contacts.v] == 3))[0])
     np.testing.assert_allclose(features[1], direct[first_edge], atol=1e-9)
 
@@ -337,3 +334,162 @@ def test_classifier_file_errors_are_one_line(tmp_path):
     with pytest.raises(NeuropilError, match="not a neuropil merge classifier") as raised:
         MergeClassifier.load(tmp_path / "bad.npz")
     assert "\n" not in str(raised.value)
+
+
+VERSION_3_NAMES = [
+    "log_contact",
+    "boundary_mean",
+    "boundary_std",
+    "boundary_q10",
+    "boundary_q50",
+    "boundary_q90",
+    "boundary_hist_0_of_2",
+    "boundary_hist_1_of_2",
+    "smaller_log_size",
+    "smaller_inside_mean",
+    "smaller_inside_std",
+    "smaller_elongation",
+    "larger_log_size",
+    "larger_inside_mean",
+    "larger_inside_std",
+    "larger_elongation",
+    "contact_per_surface",
+    "log_size_ratio",
+    "boundary_contrast",
+    "smaller_surface_fraction",
+    "larger_surface_fraction",
+    "merged_elongation",
+    "merged_elongation_change",
+    "axes_alignment",
+    "offset_along_smaller_axis",
+    "offset_along_larger_axis",
+]
+"""The features of version 3 classifier files with 2 bins (the image channel adds VERSION_3_IMAGE_NAMES)."""
+VERSION_3_IMAGE_NAMES = [
+    "image_contact_mean",
+    "image_contact_std",
+    "smaller_image_mean",
+    "smaller_image_std",
+    "larger_image_mean",
+    "larger_image_std",
+    "image_mean_difference",
+    "image_contrast",
+    "interior_image_distance",
+    "interior_image_mean_difference",
+]
+
+
+def test_feature_names_are_those_of_version_3_files():
+    from neuropil.segment.learned import feature_names
+
+    assert feature_names(2) == VERSION_3_NAMES
+    assert feature_names(2, image=True) == VERSION_3_NAMES + VERSION_3_IMAGE_NAMES
+
+
+def test_a_version_3_file_written_by_hand_loads_and_segments(tmp_path, toy):
+    import json
+
+    boundaries, fragments, gt = toy
+    # one stump: merge where the mean boundary value across the contact is <= 0.5
+    stump = {
+        "feature": np.array([VERSION_3_NAMES.index("boundary_mean"), -1, -1]),
+        "threshold": np.array([0.5, -2.0, -2.0]),
+        "left": np.array([1, -1, -1]),
+        "right": np.array([2, -1, -1]),
+        "probability": np.array([0.5, 1.0, 0.0]),
+        "roots": np.array([0]),
+    }
+    metadata = {
+        "format": "neuropil-merge-classifier",
+        "version": 3,
+        "n_bins": 2,
+        "image": False,
+        "feature_names": VERSION_3_NAMES,
+    }
+    np.savez_compressed(tmp_path / "stump.npz", metadata=np.array(json.dumps(metadata)), **stump)
+    model = MergeClassifier.load(tmp_path / "stump.npz")
+    (result,) = agglomerate(boundaries, fragments, method="learned", model=model, thresholds=[0.5])
+    # contacts across x = 7|8 have boundary values of 0.6-1.0 on both sides; all others mostly below 0.3
+    assert len(np.unique(result[gt == 1])) == 1 and len(np.unique(result[gt == 2])) == 1
+    assert np.unique(result[gt == 1])[0] != np.unique(result[gt == 2])[0]
+
+
+def _row_of_three(boundary_between):
+    """Fragments 1, 2, 3 in a row, with the given boundary values at the contacts 1|2 and 2|3."""
+    from neuropil.segment import graph
+    from neuropil.segment.affinities import as_affinities
+    from neuropil.segment.learned import statistics, voxel_boundaries
+
+    fragments = np.repeat(np.array([[[1, 1, 2, 2, 3, 3]]], dtype=np.uint64), 2, axis=1)
+    boundaries = np.full(fragments.shape, 0.1, dtype=np.float32)
+    boundaries[..., 1:3] = boundary_between[0]
+    boundaries[..., 3:5] = boundary_between[1]
+    values = as_affinities(boundaries)
+    contacts = graph.contacts(values, fragments)
+    return (contacts, *statistics(contacts, voxel_boundaries(boundaries, values), 4, None))
+
+
+def test_learning_examples_learn_from_false_merges_without_making_them():
+    from neuropil.segment import merge
+    from neuropil.segment.features import feature_names
+
+    contacts, edge_stats, node_stats = _row_of_three((0.2, 0.4))
+    policy = merge.Scoring("boundary_mean", n_bins=4)
+
+    def examples(node_label):
+        return merge.learning_examples(
+            contacts, edge_stats, scoring=policy, node_stats=node_stats, node_label=np.array(node_label)
+        )
+
+    # 1|2 is reached first and merged; the contact of (1, 2) with 3 is a false merge, learned from
+    features, labels = examples([1, 1, 2])
+    assert labels.tolist() == [True, False]
+    assert features.shape == (2, len(feature_names(4)))
+    # the second example sees the merged region: eight voxels against four
+    sizes = features[1, [feature_names(4).index(f"{region}_log_size") for region in ("smaller", "larger")]]
+    np.testing.assert_allclose(np.exp(sizes), [4.0, 8.0])
+    # an edge to a node of unknown object gives no example and no merge
+    assert examples([1, 0, 2]).labels.size == 0
+    # the same order without ground truth merges all
+    history = merge.merge(contacts, edge_stats, scoring=policy, node_stats=node_stats)
+    assert history.score.size == 2 and history.score[0] < history.score[1]
+
+
+def test_merge_checks_its_input():
+    from neuropil.segment import merge
+
+    contacts, edge_stats, node_stats = _row_of_three((0.2, 0.4))
+    learned = merge.Scoring("boundary_mean", n_bins=4)
+    with pytest.raises(NeuropilError, match="node statistics have 12 columns"):
+        merge.merge(contacts, edge_stats, scoring=learned, node_stats=node_stats[:, :-1])
+    with pytest.raises(NeuropilError, match="edge statistics have 7 columns, not the 5 of 2 bins"):
+        merge.merge(contacts, edge_stats, scoring=merge.Scoring("boundary_mean", n_bins=2), node_stats=node_stats)
+    with pytest.raises(NeuropilError, match="u < v"):
+        merge.merge(merge.Graph(3, contacts.v, contacts.u), edge_stats, scoring=learned, node_stats=node_stats)
+    with pytest.raises(NeuropilError, match="unknown scoring mode 'median'"):
+        merge.Scoring("median")
+    with pytest.raises(NeuropilError, match="needs a decision forest"):
+        merge.Scoring("learned", n_bins=4)
+    with pytest.raises(NeuropilError, match="node labels"):
+        merge.learning_examples(contacts, edge_stats, scoring=learned, node_stats=node_stats, node_label=[1])
+
+
+def test_every_feature_is_computed():
+    from neuropil.segment import features, graph
+    from neuropil.segment.affinities import as_affinities
+    from neuropil.segment.learned import statistics, voxel_boundaries
+
+    rng = np.random.default_rng(5)
+    fragments = rng.integers(1, 6, size=(4, 6, 6)).astype(np.uint64)
+    boundaries = rng.uniform(size=fragments.shape).astype(np.float32)
+    image = (rng.uniform(size=fragments.shape) * 255).astype(np.uint8)
+    values = as_affinities(boundaries)
+    contacts = graph.contacts(values, fragments)
+    for pixels in (None, image):
+        edge_stats, node_stats = statistics(contacts, voxel_boundaries(boundaries, values), 3, pixels)
+        layout = features.layout(3, pixels is not None)
+        assert edge_stats.shape[1] == layout.edge_columns and node_stats.shape[1] == layout.node_columns
+        computed = features.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, n_bins=3)
+        # a feature left unwritten would be NaN
+        assert computed.shape == (contacts.n_edges, len(features.feature_names(3, pixels is not None)))
+        assert np.isfinite(computed).all()

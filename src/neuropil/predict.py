@@ -21,9 +21,12 @@ import torch
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from neuropil.checkpoint import load_model
+from neuropil.data.catalog import raw_in_catalog
+from neuropil.data.resample import resample
 from neuropil.data.volumes import normalize_raw
 from neuropil.errors import NeuropilError
-from neuropil.io import Volume
+from neuropil.io import Volume, open_volume, write_volume
 from neuropil.model import UNet3D
 
 logger = logging.getLogger(__name__)
@@ -191,9 +194,6 @@ def predict_file(
         Unreadable checkpoint or volume, a voxel size that is unknown or disagrees with
         the file's, a non-3-D volume.
     """
-    from neuropil.checkpoint import load_model
-    from neuropil.data.resample import resample
-    from neuropil.io import write_volume
 
     if tile_shape is not None:
         _three_integers(tile_shape, "tile shape", minimum=1)
@@ -236,8 +236,6 @@ def open_raw(raw: str, *, voxel_size: Sequence[float] | None, model_voxel_size: 
     NeuropilError
         A volume that is not 3-D, a voxel size that is unknown or disagrees.
     """
-    from neuropil.data.catalog import raw_in_catalog
-    from neuropil.io import open_volume
 
     address, catalog_voxel_size = raw_in_catalog(raw) or (raw, None)
     given = None if voxel_size is None else tuple(float(v) for v in voxel_size)

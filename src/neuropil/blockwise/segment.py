@@ -17,7 +17,11 @@ from numpy.typing import NDArray
 from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE, Block, active_client, blocks, run_blocks, worker_pool
 from neuropil.blockwise.store import finish_output, job_settings, open_array, prepare_output, work_folder, zarr_output
 from neuropil.errors import NeuropilError
-from neuropil.segment import graph
+from neuropil.io import open_volume
+from neuropil.segment import features, graph, learned, merge, pipeline
+from neuropil.segment.affinities import affinities_from_boundaries, as_affinities
+from neuropil.segment.agglomerate import edge_statistics
+from neuropil.segment.learned import check_model, image_values, voxel_boundaries
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +55,6 @@ class _Source(NamedTuple):
         A boundary map gives ``1 - mean`` of each voxel pair's boundary values, like
         the in-memory methods; the voxels before the region are read for its first layer.
         """
-        from neuropil.segment.affinities import as_affinities
 
         if self.values.ndim == 4:
             return as_affinities(self.values[(slice(0, 3), *region)])
@@ -59,8 +62,6 @@ class _Source(NamedTuple):
 
     def image_pairs(self, region: tuple[slice, ...]) -> NDArray[np.float32]:
         """(3, z, y, x) image pair values ``1 - mean`` of a region's voxel pairs, exact at its lower faces."""
-        from neuropil.segment.affinities import affinities_from_boundaries
-        from neuropil.segment.learned import image_values
 
         return _pairs_with_voxel_before(
             self.image,
@@ -74,8 +75,6 @@ class _Source(NamedTuple):
         The mean reaches one voxel beyond the region on each side, so it equals the
         whole volume's (:func:`neuropil.segment.learned.voxel_boundaries`).
         """
-        from neuropil.segment.affinities import as_affinities
-        from neuropil.segment.learned import voxel_boundaries
 
         if self.values.ndim == 3:
             return voxel_boundaries(self.values[region], None)
@@ -91,6 +90,8 @@ class _Source(NamedTuple):
             return graph.check_fragments(ids, ids.shape).astype(np.uint64, copy=False)
         import zarr
 
+        if self.local is None or self.offsets is None:
+            raise RuntimeError("fragment ids read before the watershed pass wrote them")
         local = zarr.open_array(self.local, mode="r")
         offsets = np.load(self.offsets, mmap_mode="r")
         out = np.zeros(tuple(r.stop - r.start for r in region), dtype=np.uint64)
@@ -116,14 +117,13 @@ def _pairs_with_voxel_before(volume, region: tuple[slice, ...], pair_values) -> 
     return values[(slice(None), *(slice(r.start - g.start, None) for r, g in zip(region, grown)))]
 
 
-def _watershed_block(block: Block, *, source: _Source, threshold, flood_threshold, min_size) -> int:
-    """Fragments of one block on its own (ids 1..n); returns n."""
-    from neuropil.segment.watershed import fragments, fragments_from_boundaries
-
+def _watershed_block(block: Block, *, source: _Source, voxel_size, threshold, flood_threshold, min_size) -> int:
+    """Fragments of one block on its own (ids 1..n), by the in-memory pipeline's watershed; returns n."""
     values = source.values[(slice(0, 3), *block.write)] if source.values.ndim == 4 else source.values[block.write]
-    make = fragments_from_boundaries if values.ndim == 3 else fragments
-    flood = {} if flood_threshold is None else {"flood_threshold": flood_threshold}
-    ids, n = make(values, threshold=threshold, min_size=min_size, **flood)
+    ids, n = pipeline.fragments(
+        values, voxel_size=voxel_size, threshold=threshold, flood_threshold=flood_threshold, min_size=min_size
+    )
+    assert source.local is not None, "the watershed pass writes the job's own fragments array"
     open_array(source.local)[block.write] = ids
     return int(n)
 
@@ -138,36 +138,22 @@ def _edges_block(block: Block, *, source: _Source, tables: str, method: str, n_b
     """
     region = block.read([(1, 0)] * 3, source.shape)
     ids = source.fragment_ids(region)
-    affinities = source.affinities(block.write)
-    images = source.image_pairs(block.write) if source.image is not None else None
     lower = tuple(w.start - r.start for w, r in zip(block.write, region))
-    here = ids[tuple(slice(low, None) for low in lower)]
-    first, second, values, across = [], [], [], []
-    for axis in range(3):
-        # voxels on the volume's first layer along the axis have no neighbour before them
-        keep = (slice(None),) * axis + (slice(1 - lower[axis], None),)
-        before = ids[tuple(slice(0, ids.shape[a] - 1) if a == axis else slice(lower[a], None) for a in range(3))]
-        a = here[keep]
-        touching = (a != before) & (a > 0) & (before > 0)
-        first.append(np.minimum(a, before)[touching])
-        second.append(np.maximum(a, before)[touching])
-        values.append(affinities[axis][keep][touching])
-        if images is not None:
-            across.append(images[axis][keep][touching])
-    pairs, edge = _pairs(np.concatenate(first), np.concatenate(second))
-    table = {"u": pairs[:, 0], "v": pairs[:, 1]}
-    table["edge_stats"] = _edge_table(
-        edge,
-        pairs.shape[0],
-        np.concatenate(values),
-        np.concatenate(across) if images is not None else None,
-        method,
-        n_bins,
-    )
+    own = (slice(None), *(slice(low, None) for low in lower))
+    # values at p relate p and the voxel before it: the block's own voxels hold every contact it counts
+    affinities = np.zeros((3, *ids.shape), dtype=np.float32)
+    affinities[own] = source.affinities(block.write)
+    contacts = graph.contacts(affinities, ids, start=lower)
+    across = None
+    if source.image is not None:
+        image_pairs = np.zeros((3, *ids.shape), dtype=np.float32)
+        image_pairs[own] = source.image_pairs(block.write)
+        across = graph.contact_values(contacts, image_pairs)
+    table: dict[str, NDArray] = {"u": contacts.ids[contacts.u], "v": contacts.ids[contacts.v]}
+    table["edge_stats"] = _edge_table(contacts.edge, contacts.n_edges, contacts.value, across, method, n_bins)
+    here = ids[own[1:]]
     table["ids"], node = graph.node_indices(here)
     if method == "learned":
-        from neuropil.segment import learned
-
         image = None
         if source.image is not None:
             image = learned.image_values(source.image[block.write], here.shape)
@@ -180,25 +166,15 @@ def _edges_block(block: Block, *, source: _Source, tables: str, method: str, n_b
         )
     path = Path(tables) / f"{block.name}.npz"
     temporary = path.with_name(path.name + ".partial.npz")
-    np.savez(temporary, **table)
+    np.savez(temporary, **table)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
     os.replace(temporary, path)
     return int(table["u"].size)
-
-
-def _pairs(u: NDArray[np.uint64], v: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
-    """Distinct ``(u, v)`` rows, sorted, and the row of each pair."""
-    ids, index = np.unique(np.concatenate([u, v]), return_inverse=True)
-    n = max(ids.size, 1)
-    keys, edge = graph._distinct(index[: u.size] * n + index[u.size :], n * n)
-    return np.stack([ids[keys // n], ids[keys % n]], axis=1).reshape(-1, 2), edge
 
 
 def _edge_table(edge, n_edges, values, across, method: str, n_bins: int) -> NDArray[np.float64]:
     """(n_edges, k) the additive edge statistics the method's scores read, from per-contact values
     (those of the in-memory methods: :func:`neuropil.segment.agglomerate.edge_statistics`,
     :func:`neuropil.segment.learned.edge_statistics`)."""
-    from neuropil.segment import learned
-    from neuropil.segment.agglomerate import edge_statistics
 
     if method == "learned":
         return learned.edge_statistics(edge, values, n_edges, n_bins, across)
@@ -221,6 +197,7 @@ def segment_blockwise(
     outputs: Sequence[str],
     *,
     thresholds: Sequence[float] = (0.5,),
+    voxel_size: Sequence[float] | None = None,
     fragments: str | None = None,
     method: str = "mean",
     quantile: int = 50,
@@ -257,8 +234,10 @@ def segment_blockwise(
         moments, image sums) are summed over blocks like the edges'.
     image : address of the raw image, for a classifier trained with one
     block_shape : (z, y, x) voxels per block
+    voxel_size : (z, y, x) nm of the input, where its file stores none; written on every output
     fragment_threshold, flood_threshold, min_size : watershed options
-        (:func:`neuropil.segment.watershed.fragments`' ``threshold``, ``flood_threshold``, ``min_size``);
+        (:func:`neuropil.segment.pipeline.fragments`' ``threshold``, ``flood_threshold``, ``min_size``: the
+        watershed of the in-memory pipeline, run on each block with the input's voxel size);
         the flood threshold defaults to the watershed's own for the input (0.5 for
         affinities, 0 for a boundary map: :func:`neuropil.segment.watershed.fragments_from_boundaries`)
     scheduler, num_workers : see :func:`run_blocks`; default processes (the numba
@@ -270,9 +249,6 @@ def segment_blockwise(
         The written addresses.
     """
     import zarr
-
-    from neuropil.io import open_volume
-    from neuropil.segment.learned import check_model
 
     if method not in BLOCKWISE_METHODS:
         raise NeuropilError(
@@ -293,11 +269,14 @@ def segment_blockwise(
     if not 0 <= quantile <= 100:
         raise NeuropilError(f"quantile must be a percentile in 0..100, not {quantile}")
     targets = [zarr_output(out) for out in outputs]
-    values = open_volume(input)
+    values = open_volume(input, voxel_size=voxel_size)
     if values.ndim not in (3, 4) or (values.ndim == 4 and values.shape[0] < 3):
         raise NeuropilError(
             f"{input}: expected (c >= 3, z, y, x) affinities or a (z, y, x) boundary map, got {values.shape}"
         )
+    if values.voxel_size is None and fragments is None:
+        raise NeuropilError(f"{input}: the file stores no voxel size; give it (z, y, x in nm) for the watershed")
+    spatial_voxel_size = None if values.voxel_size is None else pipeline.check_voxel_size(values.voxel_size[-3:], 3)
     shape = tuple(values.shape[-3:])
     given = None
     if fragments is not None:
@@ -326,6 +305,7 @@ def segment_blockwise(
         image=None if raw is None else str(raw.address),
         block_shape=block_shape,
         watershed=[fragment_threshold, flood_threshold, min_size],
+        voxel_size=spatial_voxel_size,
     )
     kept = [prepare_output(target, settings, shape, block_shape, np.uint64) for target in targets]
     work = work_folder(primary)
@@ -350,7 +330,12 @@ def segment_blockwise(
             volume.close()
     chosen = scheduler or active_client() or "processes"
     with worker_pool(chosen, num_workers) as pool:
-        watershed = dict(threshold=fragment_threshold, flood_threshold=flood_threshold, min_size=min_size)
+        watershed = dict(
+            voxel_size=spatial_voxel_size,
+            threshold=fragment_threshold,
+            flood_threshold=flood_threshold,
+            min_size=min_size,
+        )
         _segment_passes(
             source,
             all_blocks,
@@ -364,11 +349,7 @@ def segment_blockwise(
             run=functools.partial(run_blocks, scheduler=chosen, num_workers=num_workers, pool=pool, progress=progress),
         )
     for target, threshold in zip(targets, thresholds):
-        finish_output(
-            target,
-            values.voxel_size[-3:] if values.voxel_size else None,
-            {"neuropil": {"method": method, "threshold": threshold}},
-        )
+        finish_output(target, spatial_voxel_size, {"neuropil": {"method": method, "threshold": threshold}})
     shutil.rmtree(work)
     for target in targets[1:]:
         shutil.rmtree(work_folder(target), ignore_errors=True)
@@ -437,48 +418,34 @@ def _agglomerate_tables(paths: Sequence[Path], method: str, thresholds: Sequence
 
     Returns the sorted fragment ids (n,) and each threshold's segment id per fragment (t, n).
     """
-    from neuropil.segment import learned, merge
-    from neuropil.segment.agglomerate import MODES
 
     parts = [dict(np.load(path)) for path in paths]
     ids, node_stats = _sum_by(
         [p["ids"] for p in parts], [p.get("node_stats", np.zeros((p["ids"].size, 0))) for p in parts]
     )
     n = max(ids.size, 1)
-    keys = [np.searchsorted(ids, p["u"]).astype(np.int64) * n + np.searchsorted(ids, p["v"]) for p in parts]
+    keys = [np.asarray(np.searchsorted(ids, p["u"]), dtype=np.int64) * n + np.searchsorted(ids, p["v"]) for p in parts]
     edge_keys, edge_stats = _sum_by(keys, [p["edge_stats"] for p in parts])
     u, v = edge_keys // n, edge_keys % n
-    mode = MODES[method]
-    forest, n_bins = merge.Forest.empty(), 0
+    scoring = model.scoring() if method == "learned" else merge.Scoring(method, quantile=int(quantile))
     if method == "learned":
-        surface = np.bincount(u, weights=edge_stats[:, 0], minlength=ids.size)
-        surface += np.bincount(v, weights=edge_stats[:, 0], minlength=ids.size)
+        surface = np.bincount(u, weights=edge_stats[:, features.CONTACTS], minlength=ids.size)
+        surface += np.bincount(v, weights=edge_stats[:, features.CONTACTS], minlength=ids.size)
         node_stats = learned.with_surface(node_stats, surface)
-        forest, n_bins = model.forest, model.n_bins
     logger.info("agglomerating %d fragments, %d edges", ids.size, edge_keys.size)
-    kept, removed, score, _, _ = merge.merge_until(
-        ids.size,
-        u,
-        v,
-        edge_stats,
-        node_stats,
-        mode,
-        int(quantile),
-        n_bins,
-        forest.packed(),
-        float(max(thresholds)),
-        np.zeros(0, dtype=np.int64),
+    history = merge.merge(
+        merge.Graph(ids.size, u, v), edge_stats, scoring=scoring, node_stats=node_stats, stop=float(max(thresholds))
     )
-    history = merge.MergeHistory(kept, removed, score)
     segments = np.stack([ids[history.roots(ids.size, history.n_merges_below(t))] for t in thresholds])
     return ids, segments
 
 
-def _sum_by(keys: Sequence[NDArray], rows: Sequence[NDArray]) -> tuple[NDArray, NDArray[np.float64]]:
+def _sum_by(parts_keys: Sequence[NDArray], parts_rows: Sequence[NDArray]) -> tuple[NDArray, NDArray[np.float64]]:
     """Distinct keys (sorted) and the sum of the rows of each, over all the parts."""
-    keys = np.concatenate(list(keys) + [np.zeros(0, dtype=np.asarray(keys[0]).dtype if keys else np.int64)])
-    width = rows[0].shape[1] if rows else 0
-    rows = np.concatenate(list(rows) + [np.zeros((0, width))]).astype(np.float64)
+    empty_keys = np.zeros(0, dtype=np.asarray(parts_keys[0]).dtype if len(parts_keys) else np.int64)
+    keys = np.concatenate([*parts_keys, empty_keys])
+    width = parts_rows[0].shape[1] if len(parts_rows) else 0
+    rows = np.concatenate([*parts_rows, np.zeros((0, width))]).astype(np.float64)
     order = np.argsort(keys, kind="stable")
     keys, rows = keys[order], rows[order]
     if keys.size == 0:

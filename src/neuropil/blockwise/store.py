@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from neuropil.errors import NeuropilError
+from neuropil.files import swap_in
+from neuropil.io import parse_address
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,6 @@ class Output(NamedTuple):
 
 
 def zarr_output(address: str) -> Output:
-    from neuropil.io import parse_address
 
     where = parse_address(address)
     if where.kind != "zarr" or where.is_n5:
@@ -83,8 +84,6 @@ def prepare_output(output: Output, settings: dict, shape: tuple[int, ...], chunk
 def finish_output(output: Output, voxel_size: Sequence[float] | None, attributes: dict | None = None) -> None:
     """Store the metadata and move the finished array into place."""
     import zarr
-
-    from neuropil.files import swap_in
 
     array = zarr.open_array(str(output.partial), mode="r+")
     if voxel_size is not None:

@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from neuropil.conventions import LabelZero, positive_voxel_size
 from neuropil.errors import NeuropilError
+from neuropil.io import parse_address
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,6 @@ def raw_in_catalog(
     ``target`` is a dataset name (its first volume with a raw image), ``NAME/VOLUME``, or
     an address equal to a catalog volume's raw address (compared as resolved paths).
     """
-    from neuropil.io import parse_address
 
     catalog = load_catalog() if catalog is None else catalog
     name, _, volume_name = target.partition("/")

@@ -26,9 +26,11 @@ from numpy.typing import NDArray
 
 from neuropil.conventions import LABEL_DTYPE, LabelZero
 from neuropil.data.catalog import DatasetEntry, LabelCoverage, VolumeEntry, get_dataset
+from neuropil.data.resample import resample
 from neuropil.data.sampling import VALIDATION_WIDTH, split_validation_band
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
+from neuropil.io import open_volume
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,6 @@ def instances_from_semantic(
 
 def load_labels(dataset: DatasetEntry, volume: VolumeEntry) -> tuple[NDArray[np.uint64], NDArray[np.bool_] | None]:
     """A catalog volume's labels as uint64 ids plus the voxels where they are known (None: all)."""
-    from neuropil.io import open_volume
 
     address = dataset.address(volume.labels)
     if address is None:
@@ -148,8 +149,6 @@ def load_training_volume(
         A missing raw image or labels, raw/labels shape or voxel-size mismatch, float
         labels, an empty volume, or a shape other than the catalog's.
     """
-    from neuropil.data.resample import resample
-    from neuropil.io import open_volume
 
     entry = get_dataset(dataset) if isinstance(dataset, str) else dataset
     name, volume_entry = entry.volume(volume)

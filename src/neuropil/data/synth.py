@@ -66,6 +66,7 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 
 from neuropil.conventions import LABEL_DTYPE, LabelZero
+from neuropil.data.resample import resample
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 
@@ -782,7 +783,6 @@ def synthetic_volume(
     neuropil.data.volumes.TrainingVolume
         ``raw`` (z, y, x) and ``labels`` uint64 of ``shape`` at ``target_voxel_size``.
     """
-    from neuropil.data.resample import resample
 
     resolved = _resolve_domain(domain)
     shape = _check_shape(shape)

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from neuropil.conventions import LabelZero
 from neuropil.errors import NeuropilError
+from neuropil.targets import affinities_from_labels
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,6 @@ class TrainingVolume:
         ``labels`` and ``known`` default to the whole volume's; pass a (possibly augmented)
         patch of them to get the patch's targets.
         """
-        from neuropil.targets import affinities_from_labels
 
         return affinities_from_labels(
             self.labels if labels is None else labels,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from neuropil.data.resample import resample
 from neuropil.errors import NeuropilError
 from neuropil.files import remove_path, swap_in
 from neuropil.io.addresses import VolumeAddress
@@ -169,8 +170,6 @@ def write_ome_zarr(
     rescaled with :func:`neuropil.data.resample.resample` as ``kind``.
     """
     import zarr
-
-    from neuropil.data.resample import resample
 
     path = Path(path)
     if array.ndim != 3 or len(voxel_size) != 3:

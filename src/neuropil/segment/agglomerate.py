@@ -16,7 +16,7 @@ The greedy methods record their merge order, so any number of thresholds costs o
 run. Input is either nearest-neighbour affinities ``(c, z, y, x)`` (1 = same object)
 or a boundary map ``(z, y, x)`` (1 = boundary, like gala's p1), which is turned into
 affinities ``1 - mean`` of each voxel pair's boundary values
-(:func:`neuropil.segment.watershed.affinities_from_boundaries` with ``combine="mean"``).
+(:func:`neuropil.segment.affinities.affinities_from_boundaries` with ``combine="mean"``).
 
 References
 ----------
@@ -39,17 +39,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from neuropil.errors import NeuropilError
-from neuropil.segment import graph, merge
+from neuropil.segment import graph, learned, merge
 from neuropil.segment.affinities import as_affinities
 from neuropil.segment.learned import check_model
+from neuropil.segment.mutex import mutex_watershed
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("mean", "quantile", "learned", "mutex")
 HISTOGRAM_BINS = 256
 """Bins of the affinity histogram of the quantile method (as waterz's)."""
-MODES = {"mean": merge.MEAN, "quantile": merge.QUANTILE, "learned": merge.LEARNED}
-"""The merge loop's scoring mode of each greedy method."""
 
 
 @dataclass(frozen=True)
@@ -110,37 +109,20 @@ def agglomeration(
     values = as_affinities(affinities)
     fragments = graph.check_fragments(fragments, values.shape[1:])
     contacts = graph.contacts(values, fragments)
-    node_stats = np.zeros((contacts.n_nodes, 0), dtype=np.float64)
-    n_bins = 0
-    forest = merge.Forest.empty()
-    mode = MODES[method]
+    node_stats: NDArray[np.float64] | None = None
     if method in ("mean", "quantile"):
         if not 0 <= quantile <= 100:
             raise NeuropilError(f"quantile must be a percentile in 0..100, not {quantile}")
         edge_stats = edge_statistics(method, contacts.edge, contacts.value, contacts.n_edges)
+        scoring = merge.Scoring(method, quantile=int(quantile))
     else:
-        from neuropil.segment import learned
-
         check_model(model, image is not None)
         voxel_boundary = learned.voxel_boundaries(affinities, values)
         edge_stats, node_stats = learned.statistics(contacts, voxel_boundary, model.n_bins, image)
-        forest = model.forest
-        n_bins = model.n_bins
-    kept, removed, score, _, _ = merge.merge_until(
-        contacts.n_nodes,
-        contacts.u,
-        contacts.v,
-        edge_stats,
-        node_stats,
-        mode,
-        int(quantile),
-        n_bins,
-        forest.packed(),
-        float(stop),
-        np.zeros(0, dtype=np.int64),
-    )
-    logger.debug("%s agglomeration: %d merges of %d fragments", method, kept.size, contacts.n_nodes)
-    return Agglomeration(contacts, merge.MergeHistory(kept, removed, score))
+        scoring = model.scoring()
+    history = merge.merge(contacts, edge_stats, scoring=scoring, node_stats=node_stats, stop=float(stop))
+    logger.debug("%s agglomeration: %d merges of %d fragments", method, history.kept.size, contacts.n_nodes)
+    return Agglomeration(contacts, history)
 
 
 def edge_statistics(
@@ -222,7 +204,6 @@ def agglomerate(
     if method == "mutex":
         if image is not None:
             raise NeuropilError("an image is only used by the learned method, not 'mutex'")
-        from neuropil.segment.mutex import mutex_watershed
 
         return [mutex_watershed(affinities, fragments, threshold=t) for t in thresholds]
     run = agglomeration(

@@ -35,6 +35,8 @@ class Contacts:
     """(n_contacts,) affinity across each contact, in [0, 1]."""
     node: NDArray[np.int64]
     """Node index of each voxel, -1 where the fragment id is 0; shape of the volume."""
+    start: tuple[int, int, int] = (0, 0, 0)
+    """Only contacts whose voxel ``p`` lies at or after ``start`` (z, y, x) were walked."""
 
     @property
     def n_nodes(self) -> int:
@@ -65,7 +67,7 @@ def check_fragments(fragments: NDArray, shape: tuple[int, ...]) -> NDArray:
     return fragments
 
 
-def contacts(values: NDArray[np.float32], fragments: NDArray) -> Contacts:
+def contacts(values: NDArray[np.float32], fragments: NDArray, *, start: tuple[int, ...] | None = None) -> Contacts:
     """All contacts between fragments, with the affinity across each.
 
     Parameters
@@ -75,6 +77,10 @@ def contacts(values: NDArray[np.float32], fragments: NDArray) -> Contacts:
         voxel along axis ``c``).
     fragments : (z, y, x) ndarray of int
         Fragment ids, 0 = no fragment.
+    start : tuple of int, optional
+        Only the contacts ``(p, p - e_c)`` with ``p >= start`` on every axis: a block
+        read with a layer of voxels before it walks its own contacts and those across
+        its lower faces, so that blocks count every contact of a volume once.
 
     Returns
     -------
@@ -88,7 +94,8 @@ def contacts(values: NDArray[np.float32], fragments: NDArray) -> Contacts:
     # a 2-D (or 1-D) volume is a 3-D one with leading axes of size 1, whose channels
     # are the last ones
     first_axis = 3 - node.ndim
-    keys, contact_values = _contact_keys(node3, values3, first_axis, n)
+    start3 = _start3(start, node.ndim)
+    keys, contact_values = _contact_keys(node3, values3, first_axis, n, start3)
     edge_keys, edge = _distinct(keys, n * n)
     return Contacts(
         ids=ids,
@@ -97,7 +104,18 @@ def contacts(values: NDArray[np.float32], fragments: NDArray) -> Contacts:
         edge=edge,
         value=contact_values,
         node=node,
+        start=start3,
     )
+
+
+def _start3(start: tuple[int, ...] | None, ndim: int) -> tuple[int, int, int]:
+    """``start`` of an ``ndim``-D volume as the start of the 3-D volume it is walked as."""
+    if start is None:
+        return (0, 0, 0)
+    if len(start) != ndim or any(int(s) < 0 for s in start):
+        raise NeuropilError(f"start {tuple(start)} needs {ndim} non-negative values")
+    padded = (0,) * (3 - ndim) + tuple(int(s) for s in start)
+    return (padded[0], padded[1], padded[2])
 
 
 def _distinct(keys: NDArray[np.int64], n_keys: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -130,7 +148,7 @@ def contact_values(contacts: Contacts, values: NDArray[np.float32]) -> NDArray[n
     if values.shape[1:] != node.shape:
         raise NeuropilError(f"values shape {values.shape[1:]} does not match fragments shape {node.shape}")
     values3 = values.reshape((values.shape[0],) + node3.shape)
-    _, out = _contact_keys(node3, values3, 3 - node.ndim, max(contacts.n_nodes, 1))
+    _, out = _contact_keys(node3, values3, 3 - node.ndim, max(contacts.n_nodes, 1), contacts.start)
     return out
 
 
@@ -156,10 +174,11 @@ def node_indices(fragments: NDArray) -> tuple[NDArray[np.uint64], NDArray[np.int
 
 
 @numba.njit(cache=True)
-def _contact_keys(node, values, first_axis, n):
-    """Pair keys ``min * n + max`` and values of every contact, axis by axis.
+def _contact_keys(node, values, first_axis, n, start):
+    """Pair keys ``min * n + max`` and values of every contact ``(p, p - e_axis)`` with ``p >= start``, axis by axis.
 
-    A counting pass sizes the output, so the filling pass has no growth checks.
+    A counting pass sizes the output (an upper bound where ``start`` leaves voxels
+    out), so the filling pass has no growth checks.
     """
     depth, height, width = node.shape
     flat = node.ravel()
@@ -177,10 +196,10 @@ def _contact_keys(node, values, first_axis, n):
     for axis in range(first_axis, 3):
         stride = strides[axis]
         channel = (axis - first_axis) * total
-        for z in range(1 if axis == 0 else 0, depth):
-            for y in range(1 if axis == 1 else 0, height):
+        for z in range(max(start[0], 1 if axis == 0 else 0), depth):
+            for y in range(max(start[1], 1 if axis == 1 else 0), height):
                 row = (z * height + y) * width
-                for x in range(1 if axis == 2 else 0, width):
+                for x in range(max(start[2], 1 if axis == 2 else 0), width):
                     i = row + x
                     a = flat[i]
                     b = flat[i - stride]

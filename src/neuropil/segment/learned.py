@@ -1,31 +1,20 @@
 """Learned (gala-style) agglomeration: a random forest decides which regions to merge.
 
-Features of an edge come from its boundary (contact area; mean, standard deviation,
-quantiles and histogram of the boundary value ``1 - affinity`` across the contact),
-from its two regions (size, mean and spread of the boundary value inside, elongation
-from the second moments of the voxel coordinates) and from how the two relate: the
-boundary contrast (the contact's mean boundary value minus the larger of the two
-interiors' means: a region with a noisy interior makes any contact look strong) and
-the share of each region's surface (its contacts with all other regions) that the
-contact is, near 1 for a region enclosed by the other (gala's contact features), and
-how the two shapes fit together: the elongation of the merged region and its change,
-how parallel the regions' main axes are and how closely the line between their
-centres follows each axis (pieces of one neurite continue each other; neurites side
-by side are offset across their axes). All are computed from additive statistics
-(the surface loses twice the contact when two regions merge), so the features of
-merged regions are updated exactly after each merge.
+Features of an edge come from its boundary (the contact area and the distribution of
+the boundary value ``1 - affinity`` across the contact), from its two regions (size,
+the boundary value inside, elongation), from how the two relate (boundary contrast,
+the share of each region's surface the contact is) and from how their shapes fit
+together; :mod:`neuropil.segment.features` names and describes them all, and the
+columns of the statistics they come from. All are computed from additive statistics,
+so the features of merged regions are updated exactly after each merge.
 
 An image (the raw EM volume) can be given as an optional second channel, for training
-and then for every use of the classifier: it adds the mean and spread of the image
-value across the contact and inside each region, the difference of the regions'
-mean values, the contact's contrast against the closer of the two interiors (a
-membrane is darker than the cytoplasm on both sides), and how far apart the regions'
-histograms of the image away from boundaries (boundary value below 0.5, their
-cytoplasm) are, as a total-variation distance and a difference of means: the
-interiors of two cells can differ in brightness or texture where the boundary map is
-uncertain. It is optional because a pipeline that predicts affinities may not keep
-the image at hand; on fib-gala it avoids the largest wrong merges (see the README's
-agglomeration benchmark).
+and then for every use of the classifier: it adds the image value across the contact
+and inside each region and how the two regions' interiors (their cytoplasm, away from
+boundaries) differ, which tells cells apart where the boundary map is uncertain. It is
+optional because a pipeline that predicts affinities may not keep the image at hand;
+on fib-gala it avoids the largest wrong merges (see the README's agglomeration
+benchmark).
 
 Training follows gala's agglomerative learning: the fragments are agglomerated
 against ground truth, in the order the current policy gives (mean boundary value in
@@ -61,7 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from neuropil.errors import NeuropilError
-from neuropil.segment import graph, merge
+from neuropil.segment import features, graph, merge
 from neuropil.segment.affinities import affinities_from_boundaries, as_affinities, mean_affinity
 
 logger = logging.getLogger(__name__)
@@ -73,21 +62,8 @@ POLICY_TREES_DIVISOR = 10
 
 
 def feature_names(n_bins: int, image: bool = False) -> list[str]:
-    """Names of the features :func:`neuropil.segment.merge.edge_features` computes."""
-    names = ["log_contact", "boundary_mean", "boundary_std", "boundary_q10", "boundary_q50", "boundary_q90"]
-    names += [f"boundary_hist_{i}_of_{n_bins}" for i in range(n_bins)]
-    node = ["log_size", "inside_mean", "inside_std", "elongation"]
-    names += [f"smaller_{name}" for name in node] + [f"larger_{name}" for name in node]
-    names += ["contact_per_surface", "log_size_ratio", "boundary_contrast"]
-    names += ["smaller_surface_fraction", "larger_surface_fraction"]
-    names += ["merged_elongation", "merged_elongation_change", "axes_alignment"]
-    names += ["offset_along_smaller_axis", "offset_along_larger_axis"]
-    if image:
-        names += ["image_contact_mean", "image_contact_std"]
-        names += [f"{region}_image_{name}" for region in ("smaller", "larger") for name in ("mean", "std")]
-        names += ["image_mean_difference", "image_contrast"]
-        names += ["interior_image_distance", "interior_image_mean_difference"]
-    return names
+    """Names of the edge features (:func:`neuropil.segment.features.feature_names`)."""
+    return features.feature_names(n_bins, image)
 
 
 @dataclass(frozen=True)
@@ -121,7 +97,7 @@ class MergeClassifier:
             temporary.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "MergeClassifier":
+    def load(cls, path: str | os.PathLike) -> MergeClassifier:
         """Read and check a classifier written by :meth:`save`."""
         if not Path(path).is_file():
             raise NeuropilError(f"{path}: no such merge classifier file")
@@ -158,6 +134,10 @@ class MergeClassifier:
         packed = self.forest.packed()
         return np.array([merge.forest_probability(*packed, row) for row in features])
 
+    def scoring(self) -> merge.Scoring:
+        """The merge loop's scoring by this classifier."""
+        return merge.Scoring("learned", n_bins=self.n_bins, forest=self.forest)
+
 
 def _check_forest(forest: merge.Forest, n_features: int, path) -> None:
     n = forest.feature.size
@@ -185,7 +165,7 @@ def forest_from_sklearn(classifier) -> merge.Forest:
     estimators = getattr(classifier, "estimators_", [classifier])
     classes = list(classifier.classes_)
     positive = classes.index(True) if True in classes else None
-    parts = {name: [] for name in merge.Forest._fields}
+    parts: dict[str, list[NDArray]] = {name: [] for name in merge.Forest._fields}
     offset = 0
     for estimator in estimators:
         tree = estimator.tree_
@@ -206,13 +186,16 @@ def forest_from_sklearn(classifier) -> merge.Forest:
     return merge.Forest(**{name: np.concatenate(arrays) for name, arrays in parts.items()})
 
 
-def voxel_boundaries(affinities_or_boundaries: NDArray, values: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Boundary value of each voxel: the boundary map itself, or 1 - mean affinity."""
+def voxel_boundaries(affinities_or_boundaries: NDArray, values: NDArray[np.float32] | None) -> NDArray[np.float32]:
+    """Boundary value of each voxel: the boundary map itself, or 1 - mean affinity.
 
+    ``values`` are the affinities as :func:`neuropil.segment.affinities.as_affinities` gives them
+    (not read for a boundary map; computed here when None).
+    """
     array = np.asarray(affinities_or_boundaries)
     if array.ndim == 3:
         return array.astype(np.float32, copy=False)
-    return 1 - mean_affinity(values)
+    return 1 - mean_affinity(as_affinities(array) if values is None else values)
 
 
 def statistics(
@@ -232,18 +215,10 @@ def statistics(
 
     Returns
     -------
-    edge_stats : (n_edges, 3 + n_bins [+ 2]) ndarray of float64
-        Count, sum and sum of squares of the boundary value ``1 - affinity`` over
-        each contact, then its histogram in ``n_bins`` bins over [0, 1]; with an
-        image, the sum and sum of squares of the image value across each contact
-        (the mean of the two voxels').
-    node_stats : (n_nodes, 13 [+ 2 + merge.IMAGE_HISTOGRAM]) ndarray of float64
-        Size, sum and sum of squares of the voxel boundary value, sums of z, y, x and
-        of zz, yy, xx, zy, zx, yx (voxel coordinates), and the surface (contact count
-        with all other fragments); with an image, the sum and sum of squares of the
-        image value, then the histogram of the image value (in
-        ``merge.IMAGE_HISTOGRAM`` bins over [0, 1]) over the voxels whose boundary
-        value is below 0.5.
+    edge_stats : (n_edges, Layout.edge_columns) ndarray of float64
+    node_stats : (n_nodes, Layout.node_columns) ndarray of float64
+        The columns of :mod:`neuropil.segment.features` (its :class:`~neuropil.segment.features.Layout`
+        for ``n_bins`` and whether an image is given).
     """
     node3 = contacts.node.reshape((1,) * (3 - contacts.node.ndim) + contacts.node.shape)
     across = None
@@ -253,8 +228,9 @@ def statistics(
         across = graph.contact_values(contacts, affinities_from_boundaries(image, combine="mean"))
     edge_stats = edge_statistics(contacts.edge, contacts.value, contacts.n_edges, n_bins, across)
     node_stats = node_statistics(node3, voxel_boundary, contacts.n_nodes, image=image)
-    surface = np.bincount(contacts.u, weights=edge_stats[:, 0], minlength=contacts.n_nodes)
-    surface += np.bincount(contacts.v, weights=edge_stats[:, 0], minlength=contacts.n_nodes)
+    contact = edge_stats[:, features.CONTACTS]
+    surface = np.bincount(contacts.u, weights=contact, minlength=contacts.n_nodes)
+    surface += np.bincount(contacts.v, weights=contact, minlength=contacts.n_nodes)
     return edge_stats, with_surface(node_stats, surface)
 
 
@@ -270,24 +246,17 @@ def edge_statistics(
     boundary = 1.0 - value.astype(np.float64)
     level = np.clip((boundary * n_bins).astype(np.int64), 0, n_bins - 1)
     histogram = np.bincount(edge * n_bins + level, minlength=n_edges * n_bins)
-    columns = [
-        np.bincount(edge, minlength=n_edges).astype(np.float64),
-        np.bincount(edge, weights=boundary, minlength=n_edges),
-        np.bincount(edge, weights=boundary**2, minlength=n_edges),
-    ]
-    stats = [np.stack(columns, axis=1), histogram.reshape(n_edges, n_bins).astype(np.float64)]
+    columns = features.layout(n_bins, across is not None)
+    stats = np.empty((n_edges, columns.edge_columns), dtype=np.float64)
+    stats[:, features.CONTACTS] = np.bincount(edge, minlength=n_edges)
+    stats[:, features.CONTACT_SUM] = np.bincount(edge, weights=boundary, minlength=n_edges)
+    stats[:, features.CONTACT_SQUARES] = np.bincount(edge, weights=boundary**2, minlength=n_edges)
+    stats[:, features.CONTACT_HISTOGRAM : features.CONTACT_HISTOGRAM + n_bins] = histogram.reshape(n_edges, n_bins)
     if across is not None:
         image = 1.0 - np.asarray(across).astype(np.float64)
-        stats.append(
-            np.stack(
-                [
-                    np.bincount(edge, weights=image, minlength=n_edges),
-                    np.bincount(edge, weights=image**2, minlength=n_edges),
-                ],
-                axis=1,
-            )
-        )
-    return np.concatenate(stats, axis=1)
+        stats[:, columns.contact_image_sum] = np.bincount(edge, weights=image, minlength=n_edges)
+        stats[:, columns.contact_image_squares] = np.bincount(edge, weights=image**2, minlength=n_edges)
+    return stats
 
 
 def node_statistics(
@@ -298,7 +267,7 @@ def node_statistics(
     image: NDArray[np.float32] | None = None,
     origin: tuple[int, int, int] = (0, 0, 0),
 ) -> NDArray[np.float64]:
-    """The node statistics of :func:`statistics` without the surface column.
+    """The node statistics of :func:`statistics` without the surface column (:func:`with_surface` adds it).
 
     ``node`` is a (z, y, x) array of node indices (-1: no fragment) whose voxel 0 lies
     at ``origin`` in the volume (coordinate moments are of volume coordinates);
@@ -319,16 +288,18 @@ def node_statistics(
         axis=1,
     )
     # histogram of the image away from boundaries (the cytoplasm) in each region
-    bins = merge.IMAGE_HISTOGRAM
-    interior = value3.ravel()[inside] < 0.5
+    bins = features.IMAGE_BINS
+    interior = value3.ravel()[inside] < features.INTERIOR
     level = np.clip((voxel_image[interior] * bins).astype(np.int64), 0, bins - 1)
     histogram = np.bincount(flat[inside][interior] * bins + level, minlength=n_nodes * bins)
+    # the columns from features.IMAGE_SUM on, less the surface column before them
     return np.concatenate([stats, node_image, histogram.reshape(n_nodes, bins).astype(np.float64)], axis=1)
 
 
-def with_surface(node_stats: NDArray[np.float64], surface: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Node statistics with the surface (contact area with all other regions) in its column, :data:`merge.SURFACE`."""
-    return np.concatenate([node_stats[:, : merge.SURFACE], surface[:, None], node_stats[:, merge.SURFACE :]], axis=1)
+def with_surface(node_stats: NDArray[np.float64], surface: NDArray) -> NDArray[np.float64]:
+    """Node statistics with the surface (contact area with all other regions) in its column, :data:`features.SURFACE`."""
+    column = features.SURFACE
+    return np.concatenate([node_stats[:, :column], surface[:, None], node_stats[:, column:]], axis=1)
 
 
 def image_values(image: NDArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
@@ -365,11 +336,11 @@ def merge_cost(features: NDArray, n_bins: int) -> NDArray[np.float64]:
 
 @numba.njit(cache=True)
 def _node_statistics(node, value, n_nodes, origin):
-    """(n_nodes, 12) size, value sum and square sum, coordinate sums and second moments.
+    """(n_nodes, features.VOXEL_COLUMNS) size, value sum and square sum, coordinate sums and second moments.
 
     Coordinates are those of the volume: voxel ``(i, j, k)`` of ``node`` is at ``origin + (i, j, k)``.
     """
-    stats = np.zeros((n_nodes, 12), dtype=np.float64)
+    stats = np.zeros((n_nodes, features.VOXEL_COLUMNS), dtype=np.float64)
     depth, height, width = node.shape
     for i in range(depth):
         z = i + origin[0]
@@ -381,19 +352,17 @@ def _node_statistics(node, value, n_nodes, origin):
                 if n < 0:
                     continue
                 b = np.float64(value[i, j, k])
+                coordinates = (z, y, x)
                 row = stats[n]
-                row[0] += 1.0
-                row[1] += b
-                row[2] += b * b
-                row[3] += z
-                row[4] += y
-                row[5] += x
-                row[6] += z * z
-                row[7] += y * y
-                row[8] += x * x
-                row[9] += z * y
-                row[10] += z * x
-                row[11] += y * x
+                row[features.SIZE] += 1.0
+                row[features.BOUNDARY_SUM] += b
+                row[features.BOUNDARY_SQUARES] += b * b
+                for axis in range(3):
+                    row[features.COORDINATES + axis] += coordinates[axis]
+                    row[features.SQUARES + axis] += coordinates[axis] * coordinates[axis]
+                for pair in range(len(features.PRODUCT_AXES)):
+                    first, second = features.PRODUCT_AXES[pair]
+                    row[features.PRODUCTS + pair] += coordinates[first] * coordinates[second]
     return stats
 
 
@@ -478,31 +447,19 @@ def train(
     labels = node_labels(contacts, ground_truth)
     names = tuple(feature_names(n_bins, image is not None))
     known = (labels[contacts.u] > 0) & (labels[contacts.v] > 0)
-    flat = merge.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, n_bins)
+    flat = features.all_edge_features(contacts.u, contacts.v, edge_stats, node_stats, n_bins=n_bins)
     all_examples = [flat[known]]
     all_labels = [(labels[contacts.u] == labels[contacts.v])[known]]
-    classifier = None
-    forest = merge.Forest.empty()
+    policy = merge.Scoring("boundary_mean", n_bins=n_bins)
     for epoch in range(epochs):
-        mode = merge.BOUNDARY_MEAN if classifier is None else merge.LEARNED
-        *_, examples, example_labels = merge.merge_until(
-            contacts.n_nodes,
-            contacts.u,
-            contacts.v,
-            edge_stats,
-            node_stats,
-            mode,
-            50,
-            n_bins,
-            forest.packed(),
-            np.inf,
-            labels,
+        examples, example_labels = merge.learning_examples(
+            contacts, edge_stats, scoring=policy, node_stats=node_stats, node_label=labels
         )
         all_examples.append(examples)
         all_labels.append(example_labels)
-        features = np.concatenate(all_examples)
+        inputs = np.concatenate(all_examples)
         targets = np.concatenate(all_labels)
-        weights = merge_cost(features, n_bins) ** cost_power
+        weights = merge_cost(inputs, n_bins) ** cost_power
         weights /= max(weights.mean(), 1e-300)
         logger.info("epoch %d: %d examples (%d merges)", epoch, targets.size, int(targets.sum()))
         last = epoch == epochs - 1
@@ -513,8 +470,9 @@ def train(
             min_samples_leaf=min_samples_leaf,
             n_jobs=1,
             random_state=random_state,
-        ).fit(features, targets, sample_weight=weights)
+        ).fit(inputs, targets, sample_weight=weights)
         forest = forest_from_sklearn(classifier)
+        policy = merge.Scoring("learned", n_bins=n_bins, forest=forest)
     return MergeClassifier(forest, n_bins, names, image is not None)
 
 

@@ -9,24 +9,43 @@ since it was pushed).
 The merge history makes every threshold cost one run: the segmentation at threshold
 ``t`` is the one reached when the loop first meets a lowest score ``>= t``, i.e. the
 history up to the first merge whose running maximum score reaches ``t``.
+
+:func:`merge` runs the loop; :func:`learning_examples` runs it against ground truth to
+collect the examples a merge classifier learns from. :class:`Scoring` says how edges
+are scored:
+
+- ``"mean"``: ``1 - mean affinity``, from edge statistics (:data:`AFFINITY_SUM`,
+  :data:`AFFINITY_COUNT`);
+- ``"quantile"``: ``1 -`` a quantile of the affinity histogram that the edge statistics
+  are (waterz's rule);
+- ``"boundary_mean"``: the mean boundary value, from the learned statistics
+  (:mod:`neuropil.segment.features`; the first policy of the learned method's training);
+- ``"learned"``: ``1 - P(same object)`` from a decision forest over the edge features
+  (:mod:`neuropil.segment.features`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from neuropil.errors import NeuropilError
+from neuropil.segment import features
+
 MEAN = 0
-"""Score ``1 - mean affinity`` from edge statistics ``(sum, count)``."""
 QUANTILE = 1
-"""Score ``1 - quantile`` of the affinity histogram in the edge statistics (waterz's rule)."""
 LEARNED = 2
-"""Score ``1 - P(same object)`` from a decision forest over edge and node features."""
 BOUNDARY_MEAN = 3
-"""Score = mean boundary value, from the learned method's edge statistics (its first policy)."""
+MODES = {"mean": MEAN, "quantile": QUANTILE, "learned": LEARNED, "boundary_mean": BOUNDARY_MEAN}
+"""The merge loop's code of each scoring mode."""
+AFFINITY_SUM = 0
+"""Column of the mean score's edge statistics holding the sum of the affinities over the contact."""
+AFFINITY_COUNT = 1
+"""Column of the mean score's edge statistics holding the contact count."""
 
 
 class MergeHistory(NamedTuple):
@@ -61,7 +80,7 @@ class Forest(NamedTuple):
     """Index of each tree's root node."""
 
     @classmethod
-    def empty(cls) -> "Forest":
+    def empty(cls) -> Forest:
         integers = np.zeros(0, dtype=np.int64)
         reals = np.zeros(0, dtype=np.float64)
         return cls(integers, reals, integers, integers, reals, integers)
@@ -74,9 +93,189 @@ class Forest(NamedTuple):
         One row per node keeps a node's fields in one cache line (about 1.4x faster than
         five separate arrays in the merge loop).
         """
+        # columns PACKED_FEATURE, PACKED_LEFT, PACKED_RIGHT
         nodes = np.stack([self.feature, self.left, self.right], axis=1).astype(np.int32)
         value = np.where(self.feature >= 0, self.threshold, self.probability).astype(np.float64)
         return nodes, value, self.roots.astype(np.int32)
+
+
+PACKED_FEATURE = 0
+"""Column of a packed forest's node rows holding the feature a node splits on (-1 at leaves)."""
+PACKED_LEFT = 1
+PACKED_RIGHT = 2
+
+
+class RegionGraph(Protocol):
+    """What the merge loop needs of a region adjacency graph (:class:`neuropil.segment.graph.Contacts` has it)."""
+
+    @property
+    def n_nodes(self) -> int: ...
+
+    @property
+    def u(self) -> NDArray[np.int64]:
+        """(n_edges,) smaller node index of each edge."""
+        ...
+
+    @property
+    def v(self) -> NDArray[np.int64]:
+        """(n_edges,) larger node index of each edge."""
+        ...
+
+
+class Graph(NamedTuple):
+    """A region adjacency graph given by its edges."""
+
+    n_nodes: int
+    u: NDArray[np.int64]
+    """(n_edges,) smaller node index of each edge."""
+    v: NDArray[np.int64]
+    """(n_edges,) larger node index of each edge."""
+
+
+@dataclass(frozen=True, eq=False)
+class Scoring:
+    """How the merge loop scores an edge (the lowest score merges first); see the module docstring."""
+
+    mode: str
+    """One of :data:`MODES`."""
+    quantile: int = 50
+    """Percentile (0-100) of the ``"quantile"`` mode."""
+    n_bins: int = 0
+    """Bins of the boundary histogram in the learned statistics (``"boundary_mean"`` and ``"learned"``)."""
+    forest: Forest | None = None
+    """The decision forest of the ``"learned"`` mode."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise NeuropilError(f"unknown scoring mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode == "quantile" and not 0 <= self.quantile <= 100:
+            raise NeuropilError(f"quantile must be a percentile in 0..100, not {self.quantile}")
+        if self.mode in ("boundary_mean", "learned") and self.n_bins < 1:
+            raise NeuropilError(f"the {self.mode} score needs the bins of the learned statistics (n_bins >= 1)")
+        if self.mode == "learned" and self.forest is None:
+            raise NeuropilError("the learned score needs a decision forest")
+
+    @property
+    def reads_features(self) -> bool:
+        """Whether the score reads the learned statistics (node statistics included)."""
+        return self.mode in ("boundary_mean", "learned")
+
+
+class Examples(NamedTuple):
+    """Learning examples: the features of each edge the merge loop reached, and whether it joins one object."""
+
+    features: NDArray[np.float64]
+    """(n_examples, n_features) features (:func:`neuropil.segment.features.feature_names`)."""
+    labels: NDArray[np.bool_]
+    """(n_examples,) True where both regions belong to the same ground-truth object."""
+
+
+def merge(
+    graph: RegionGraph,
+    edge_stats: NDArray,
+    *,
+    scoring: Scoring,
+    node_stats: NDArray | None = None,
+    stop: float = np.inf,
+) -> MergeHistory:
+    """Merge the lowest-scoring edge while its score is below ``stop``.
+
+    Parameters
+    ----------
+    graph : RegionGraph
+        Nodes ``0..n_nodes-1`` and edges ``u < v`` (each pair once).
+    edge_stats : (n_edges, k) ndarray of float64
+        Additive statistics of each edge, those ``scoring`` reads (not modified).
+    scoring : Scoring
+    node_stats : (n_nodes, m) ndarray of float64, optional
+        Additive statistics of each node; needed by the scores that read the learned
+        features (not modified).
+    stop : float
+        Merging stops at the first lowest score ``>= stop``.
+
+    Returns
+    -------
+    MergeHistory
+    """
+    kept, removed, score, _, _ = _run(graph, edge_stats, scoring, node_stats, float(stop), None)
+    return MergeHistory(kept, removed, score)
+
+
+def learning_examples(
+    graph: RegionGraph, edge_stats: NDArray, *, scoring: Scoring, node_stats: NDArray, node_label: NDArray
+) -> Examples:
+    """Agglomerate against ground truth in the order ``scoring`` gives, collecting learning examples.
+
+    Each edge the loop reaches between two nodes of known objects is an example; only
+    merges of one object are carried out (a false merge is learned from, not made), so
+    the examples come from the states the policy meets (gala's agglomerative learning).
+
+    Parameters
+    ----------
+    graph : RegionGraph
+    edge_stats : (n_edges, Layout.edge_columns) ndarray of float64
+        The learned edge statistics (:mod:`neuropil.segment.features`).
+    scoring : Scoring
+        The policy; its ``n_bins`` are those of the statistics.
+    node_stats : (n_nodes, Layout.node_columns) ndarray of float64
+        The learned node statistics.
+    node_label : (n_nodes,) ndarray of int
+        The ground-truth object of each node, 0 = unknown.
+
+    Returns
+    -------
+    Examples
+    """
+    if not scoring.reads_features:
+        raise NeuropilError(f"learning examples are features of the learned statistics, not of {scoring.mode!r} ones")
+    node_label = np.asarray(node_label, dtype=np.int64)
+    if node_label.shape != (graph.n_nodes,):
+        raise NeuropilError(f"{node_label.size} node labels for {graph.n_nodes} nodes")
+    *_, examples, labels = _run(graph, edge_stats, scoring, node_stats, np.inf, node_label)
+    return Examples(examples, labels)
+
+
+def _run(graph: RegionGraph, edge_stats, scoring: Scoring, node_stats, stop: float, node_label):
+    """Check the input of :func:`merge` and :func:`learning_examples` and run the merge loop."""
+    n_nodes = int(graph.n_nodes)
+    u = np.asarray(graph.u, dtype=np.int64)
+    v = np.asarray(graph.v, dtype=np.int64)
+    edge_stats = np.asarray(edge_stats, dtype=np.float64)
+    if u.ndim != 1 or u.shape != v.shape:
+        raise NeuropilError(f"edges need one u and one v each, got shapes {u.shape} and {v.shape}")
+    if edge_stats.ndim != 2 or edge_stats.shape[0] != u.size:
+        raise NeuropilError(f"edge statistics of shape {edge_stats.shape} for {u.size} edges")
+    if u.size and not (0 <= u.min() and v.max() < n_nodes and (u < v).all()):
+        raise NeuropilError(f"edges must join nodes u < v in 0..{n_nodes - 1}")
+    if node_stats is None:
+        node_stats = np.zeros((n_nodes, 0), dtype=np.float64)
+    node_stats = np.asarray(node_stats, dtype=np.float64)
+    if node_stats.ndim != 2 or node_stats.shape[0] != n_nodes:
+        raise NeuropilError(f"node statistics of shape {node_stats.shape} for {n_nodes} nodes")
+    if scoring.reads_features:
+        layout = features.layout_of(edge_stats, node_stats, scoring.n_bins)
+    else:
+        if scoring.mode == "mean" and edge_stats.shape[1] <= AFFINITY_COUNT:
+            raise NeuropilError(f"the mean score reads the affinity sum and count, not {edge_stats.shape[1]} columns")
+        if scoring.mode == "quantile" and edge_stats.shape[1] < 1:
+            raise NeuropilError("the quantile score reads an affinity histogram: the edge statistics are empty")
+        layout = features.layout(0, False)
+    forest = scoring.forest if scoring.forest is not None else Forest.empty()
+    learning = node_label is not None
+    return _merge_until(
+        n_nodes,
+        u,
+        v,
+        edge_stats,
+        node_stats,
+        MODES[scoring.mode],
+        int(scoring.quantile),
+        layout,
+        forest.packed(),
+        stop,
+        node_label if learning else np.zeros(0, dtype=np.int64),
+        learning,
+    )
 
 
 @numba.njit(cache=True)
@@ -96,218 +295,28 @@ def _roots(n_nodes, kept, removed):
 
 
 @numba.njit(cache=True)
-def forest_probability(nodes, value, roots, features):
+def forest_probability(nodes, value, roots, feature_vector):
     """Mean over trees of P(class 1) for one feature vector (a :meth:`Forest.packed` forest)."""
     total = 0.0
     for tree in range(roots.size):
         node = roots[tree]
-        while nodes[node, 0] >= 0:
+        while nodes[node, PACKED_FEATURE] >= 0:
             # scikit-learn compares float32 features with float64 thresholds
-            if np.float64(np.float32(features[nodes[node, 0]])) <= value[node]:
-                node = nodes[node, 1]
+            if np.float64(np.float32(feature_vector[nodes[node, PACKED_FEATURE]])) <= value[node]:
+                node = nodes[node, PACKED_LEFT]
             else:
-                node = nodes[node, 2]
+                node = nodes[node, PACKED_RIGHT]
         total += value[node]
     return total / max(roots.size, 1)
 
 
-NODE_STATS = 13
-"""Columns of the node statistics of the boundary channel (see :func:`edge_features`)."""
-SURFACE = 12
-"""Column of the node statistics holding the region's contact area with all other regions."""
-IMAGE_HISTOGRAM = 8
-"""Bins of the histogram of the image inside each region, where the boundary value is below 0.5."""
-IMAGE_FEATURES = 10
-"""Features the optional image channel adds (see :func:`edge_features`)."""
-PAIR_FEATURES = 5
-"""Features of the two regions' shapes taken together (see :func:`_pair_features`)."""
-
-
 @numba.njit(cache=True)
-def n_edge_features(n_bins, image):
-    """How many features :func:`edge_features` returns."""
-    return 19 + PAIR_FEATURES + n_bins + (IMAGE_FEATURES if image else 0)
-
-
-@numba.njit(cache=True)
-def edge_features(edge_stat, node_u, node_v, n_bins):
-    """Features of one edge from its statistics and its two regions' statistics.
-
-    Edge statistics: ``count, sum, sum of squares`` of the boundary value
-    (``1 - affinity``) over the contacts, then an ``n_bins`` histogram of it, then
-    (with an image channel) the sum and sum of squares of the image value over the
-    contacts. Node statistics: ``size, boundary sum, boundary sum of squares, sums of
-    z, y, x, sums of zz, yy, xx, zy, zx, yx``, the contact area with all other regions
-    (the surface), then (with an image channel) the image sum and sum of squares and
-    an :data:`IMAGE_HISTOGRAM`-bin histogram of the image where the boundary value is
-    below 0.5. See :func:`neuropil.segment.learned.feature_names`.
-    """
-    image = node_u.size > NODE_STATS
-    count = max(edge_stat[0], 1.0)
-    mean = edge_stat[1] / count
-    variance = max(edge_stat[2] / count - mean * mean, 0.0)
-    features = np.empty(n_edge_features(n_bins, image), dtype=np.float64)
-    features[0] = np.log(count)
-    features[1] = mean
-    features[2] = np.sqrt(variance)
-    # quantiles of the boundary value from the histogram (bin centres)
-    k = 3
-    for quantile in (0.1, 0.5, 0.9):
-        pivot = quantile * count
-        running = 0.0
-        chosen = n_bins - 1
-        for bin_ in range(n_bins):
-            running += edge_stat[3 + bin_]
-            if running >= pivot:
-                chosen = bin_
-                break
-        features[k] = (chosen + 0.5) / n_bins
-        k += 1
-    for bin_ in range(n_bins):
-        features[k] = edge_stat[3 + bin_] / count
-        k += 1
-    # the two regions, smaller first
-    if node_u[0] > node_v[0]:
-        node_u, node_v = node_v, node_u
-    small = _node_features(node_u)
-    large = _node_features(node_v)
-    for i in range(small.size):
-        features[k] = small[i]
-        features[k + small.size] = large[i]
-        k += 1
-    k += small.size
-    # contact relative to the smaller region's surface scale, and size ratio
-    features[k] = np.log(count) - (2.0 / 3.0) * np.log(max(node_u[0], 1.0))
-    features[k + 1] = np.log(max(node_u[0], 1.0)) - np.log(max(node_v[0], 1.0))
-    # how much stronger the boundary is across the contact than inside either region
-    # (a region with a noisy interior makes a weak contact look strong)
-    features[k + 2] = mean - max(small[1], large[1])
-    # the share of each region's surface (its contacts with all other regions) the
-    # contact is: near 1 for a region enclosed by the other (gala's contact features)
-    features[k + 3] = edge_stat[0] / max(node_u[SURFACE], 1.0)
-    features[k + 4] = edge_stat[0] / max(node_v[SURFACE], 1.0)
-    k += 5
-    features[k : k + PAIR_FEATURES] = _pair_features(node_u, node_v)
-    k += PAIR_FEATURES
-    if image:
-        # image value across the contact and inside each region (smaller first), how
-        # much the regions' interiors differ, and how much darker or brighter the
-        # contact is than the closer of the two interiors (a membrane is darker)
-        edge_mean = edge_stat[3 + n_bins] / count
-        features[k] = edge_mean
-        features[k + 1] = np.sqrt(max(edge_stat[4 + n_bins] / count - edge_mean * edge_mean, 0.0))
-        k += 2
-        for stat in (node_u, node_v):
-            size = max(stat[0], 1.0)
-            region_mean = stat[NODE_STATS] / size
-            features[k] = region_mean
-            features[k + 1] = np.sqrt(max(stat[NODE_STATS + 1] / size - region_mean * region_mean, 0.0))
-            k += 2
-        small_mean, large_mean = features[k - 4], features[k - 2]
-        features[k] = abs(small_mean - large_mean)
-        closer = small_mean if abs(edge_mean - small_mean) < abs(edge_mean - large_mean) else large_mean
-        features[k + 1] = edge_mean - closer
-        k += 2
-        # the image inside the two regions away from boundaries (their cytoplasm):
-        # how far apart the two distributions are (total variation) and their means
-        start = NODE_STATS + 2
-        total_u = max(node_u[start : start + IMAGE_HISTOGRAM].sum(), 1.0)
-        total_v = max(node_v[start : start + IMAGE_HISTOGRAM].sum(), 1.0)
-        distance = 0.0
-        mean_u = 0.0
-        mean_v = 0.0
-        for bin_ in range(IMAGE_HISTOGRAM):
-            share_u = node_u[start + bin_] / total_u
-            share_v = node_v[start + bin_] / total_v
-            distance += abs(share_u - share_v)
-            centre = (bin_ + 0.5) / IMAGE_HISTOGRAM
-            mean_u += share_u * centre
-            mean_v += share_v * centre
-        features[k] = 0.5 * distance
-        features[k + 1] = abs(mean_u - mean_v)
-    return features
-
-
-@numba.njit(cache=True)
-def all_edge_features(u, v, edge_stats, node_stats, n_bins):
-    """(n_edges, n_features) :func:`edge_features` of every edge of a graph."""
-    n_features = n_edge_features(n_bins, node_stats.shape[1] > NODE_STATS)
-    features = np.empty((u.size, n_features), dtype=np.float64)
-    for e in range(u.size):
-        features[e] = edge_features(edge_stats[e], node_stats[u[e]], node_stats[v[e]], n_bins)
-    return features
-
-
-@numba.njit(cache=True)
-def _moments(stat):
-    """Centre and coordinate covariance of a region from its node statistics."""
-    size = max(stat[0], 1.0)
-    centre = stat[3:6] / size
-    covariance = np.empty((3, 3), dtype=np.float64)
-    for i in range(3):
-        covariance[i, i] = stat[6 + i] / size - centre[i] * centre[i]
-    pairs = ((0, 1), (0, 2), (1, 2))
-    for j in range(3):
-        a, b = pairs[j]
-        covariance[a, b] = stat[9 + j] / size - centre[a] * centre[b]
-        covariance[b, a] = covariance[a, b]
-    return centre, covariance
-
-
-@numba.njit(cache=True)
-def _elongation(eigenvalues):
-    """Log share of the largest eigenvalue of a coordinate covariance."""
-    return np.log(max(eigenvalues[2], 1e-3)) - np.log(max(eigenvalues.sum(), 1e-3))
-
-
-@numba.njit(cache=True)
-def _node_features(stat):
-    size = max(stat[0], 1.0)
-    mean = stat[1] / size
-    features = np.empty(4, dtype=np.float64)
-    features[0] = np.log(size)
-    features[1] = mean
-    features[2] = np.sqrt(max(stat[2] / size - mean * mean, 0.0))
-    # shape: the largest eigenvalue of the coordinate covariance, relative to the others
-    features[3] = _elongation(np.linalg.eigvalsh(_moments(stat)[1]))
-    return features
-
-
-@numba.njit(cache=True)
-def _pair_features(small, large):
-    """How the two regions' shapes fit together (``small`` is the smaller region).
-
-    The elongation of the merged region and its change from the more elongated of
-    the two, how parallel the two regions' main axes are, and how closely the line
-    between their centres follows each main axis (two pieces of one neurite continue
-    each other; two neurites side by side are offset across their axes). All come
-    from the additive coordinate moments, so they stay exact as regions merge.
-    """
-    features = np.empty(PAIR_FEATURES, dtype=np.float64)
-    centre_s, covariance_s = _moments(small)
-    centre_l, covariance_l = _moments(large)
-    values_s, vectors_s = np.linalg.eigh(covariance_s)
-    values_l, vectors_l = np.linalg.eigh(covariance_l)
-    union = np.linalg.eigvalsh(_moments(small[:12] + large[:12])[1])
-    features[0] = _elongation(union)
-    features[1] = features[0] - max(_elongation(values_s), _elongation(values_l))
-    axis_s = vectors_s[:, 2]
-    axis_l = vectors_l[:, 2]
-    features[2] = abs(np.dot(axis_s, axis_l))
-    offset = centre_l - centre_s
-    offset /= max(np.sqrt(np.dot(offset, offset)), 1e-6)
-    features[3] = abs(np.dot(offset, axis_s))
-    features[4] = abs(np.dot(offset, axis_l))
-    return features
-
-
-@numba.njit(cache=True)
-def _score(mode, edge, edge_stats, node_stats, u, v, quantile, n_bins, forest):
+def _score(mode, edge, edge_stats, node_stats, u, v, quantile, layout, forest):
     stat = edge_stats[edge]
     if mode == MEAN:
-        return 1.0 - stat[0] / stat[1]
+        return 1.0 - stat[AFFINITY_SUM] / stat[AFFINITY_COUNT]
     if mode == BOUNDARY_MEAN:
-        return stat[1] / max(stat[0], 1.0)
+        return stat[features.CONTACT_SUM] / max(stat[features.CONTACTS], 1.0)
     if mode == QUANTILE:
         total = 0
         for bin_ in range(stat.size):
@@ -322,8 +331,9 @@ def _score(mode, edge, edge_stats, node_stats, u, v, quantile, n_bins, forest):
                 break
         # waterz's float32 bin centre
         return 1.0 - np.float64(np.float32((chosen + 0.5) / stat.size))
-    features = edge_features(stat, node_stats[u[edge]], node_stats[v[edge]], n_bins)
-    return 1.0 - forest_probability(forest[0], forest[1], forest[2], features)
+    nodes, value, roots = forest
+    vector = features.edge_features(stat, node_stats[u[edge]], node_stats[v[edge]], layout)
+    return 1.0 - forest_probability(nodes, value, roots, vector)
 
 
 @numba.njit(cache=True)
@@ -374,21 +384,14 @@ def _pop(heap_score, heap_edge, heap_version, size):
 
 
 @numba.njit(cache=True)
-def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, forest, stop, node_label):
-    """Merge the lowest-scoring edge while its score is below ``stop``.
+def _merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, layout, forest, stop, node_label, learning):
+    """The merge loop of :func:`merge` and (``learning``) :func:`learning_examples`.
 
-    Parameters: node indices ``u < v`` per edge (int64), additive ``edge_stats``
-    (n_edges, k) and ``node_stats`` (n_nodes, m) float64 (both copied), the scoring
-    ``mode`` and its parameters (``forest``: a :meth:`Forest.packed` forest). Returns
-    the merge history (kept, removed, score) and learning examples (features, labels).
-
-    Learning (``node_label`` not empty, the ground-truth object of each node, 0 =
-    unknown): each edge reached gives an example (features; label: same object),
-    and only merges of the same object are carried out.
+    ``forest`` is a :meth:`Forest.packed` forest, ``layout`` the
+    :class:`neuropil.segment.features.Layout` of the learned statistics. Returns the
+    merge history (kept, removed, score) and the learning examples (features, labels).
     """
-    learning = node_label.size > 0
-    n_features = n_edge_features(n_bins, node_stats.shape[1] > NODE_STATS)
-    examples = np.empty((max(u.size, 1) if learning else 0, n_features), dtype=np.float64)
+    examples = np.empty((max(u.size, 1) if learning else 0, layout.n_features), dtype=np.float64)
     example_labels = np.empty(examples.shape[0], dtype=np.bool_)
     n_examples = 0
     u = u.copy()
@@ -427,7 +430,7 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
             heap_edge,
             heap_version,
             size,
-            _score(mode, e, edge_stats, node_stats, u, v, quantile, n_bins, forest),
+            _score(mode, e, edge_stats, node_stats, u, v, quantile, layout, forest),
             e,
             0,
         )
@@ -451,7 +454,7 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
             if n_examples == examples.shape[0]:
                 examples = np.concatenate((examples, np.empty_like(examples)))
                 example_labels = np.concatenate((example_labels, np.empty_like(example_labels)))
-            examples[n_examples] = edge_features(edge_stats[edge], node_stats[a], node_stats[b], n_bins)
+            examples[n_examples] = features.edge_features(edge_stats[edge], node_stats[a], node_stats[b], layout)
             example_labels[n_examples] = node_label[a] == node_label[b]
             n_examples += 1
             if node_label[a] != node_label[b]:
@@ -466,9 +469,9 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
         n_merges += 1
         for j in range(node_stats.shape[1]):
             node_stats[a, j] += node_stats[b, j]
-        if node_stats.shape[1] > SURFACE:
+        if node_stats.shape[1] > features.SURFACE:
             # the contact between a and b is now inside the merged region
-            node_stats[a, SURFACE] -= 2.0 * edge_stats[edge, 0]
+            node_stats[a, features.SURFACE] -= 2.0 * edge_stats[edge, features.CONTACTS]
         n_changed = 0
         slot = head[b]
         while slot >= 0:
@@ -540,7 +543,7 @@ def merge_until(n_nodes, u, v, edge_stats, node_stats, mode, quantile, n_bins, f
                 heap_edge,
                 heap_version,
                 size,
-                _score(mode, e, edge_stats, node_stats, u, v, quantile, n_bins, forest),
+                _score(mode, e, edge_stats, node_stats, u, v, quantile, layout, forest),
                 e,
                 version[e],
             )

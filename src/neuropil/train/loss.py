@@ -7,6 +7,7 @@ import torch
 
 from neuropil.data.volumes import TrainingVolume
 from neuropil.model import UNet3D
+from neuropil.predict import predict_affinities
 
 
 def masked_bce_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, balance: bool) -> torch.Tensor:
@@ -42,7 +43,6 @@ def validation_loss(model: UNet3D, volume: TrainingVolume, *, balance: bool = Tr
     float
         Masked binary cross-entropy over the known affinities (nats per affinity).
     """
-    from neuropil.predict import predict_affinities
 
     affinities = predict_affinities(volume.raw, model, progress=False, device=device)
     return affinity_loss(affinities, volume, model.config.offsets, balance=balance)
