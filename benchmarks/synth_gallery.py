@@ -43,7 +43,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         zero = float((volume.labels == 0).mean())
         print(
-            f"{name:<12} {str(volume.voxel_size):<18} {str(shape):<16} {seconds:8.3f} {int(volume.labels.max()):8d} {zero:8.3f}"
+            f"{name:<12} {volume.voxel_size!s:<18} {shape!s:<16} {seconds:8.3f} {int(volume.labels.max()):8d} {zero:8.3f}"
         )
         middle = shape[0] // 2
         axes[0, column].imshow(volume.raw[middle], cmap="gray", vmin=0, vmax=255)

@@ -13,7 +13,7 @@ and then for every use of the classifier: it adds the image value across the con
 and inside each region and how the two regions' interiors (their cytoplasm, away from
 boundaries) differ, which tells cells apart where the boundary map is uncertain. It is
 optional because a pipeline that predicts affinities may not keep the image at hand;
-on fib-gala it avoids the largest wrong merges (see the README's agglomeration
+on fib-gala it avoids the largest wrong merges (see docs/benchmarks.md, agglomeration
 benchmark).
 
 Training follows gala's agglomerative learning: the fragments are agglomerated
@@ -400,7 +400,7 @@ def train(
     (see the module docstring). The classifier is an extremely randomized forest
     (Geurts et al. 2006, doi:10.1007/s10994-006-6226-1): on fib-gala it generalised
     better than a random forest and fits about twice as fast. The defaults were
-    chosen on the fib-gala train volume and checked on its test volume (README).
+    chosen on the fib-gala train volume and checked on its test volume (docs/benchmarks.md).
 
     Parameters
     ----------
