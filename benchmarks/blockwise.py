@@ -93,6 +93,7 @@ def prepare(data: Path, work: Path) -> None:
     import torch
 
     from neuropil.checkpoint import save_checkpoint
+    from neuropil.conventions import METHOD_VOXEL_SIZE
     from neuropil.io import write_volume
     from neuropil.model import ModelConfig, UNet3D
 
@@ -116,13 +117,13 @@ def prepare(data: Path, work: Path) -> None:
         )
     np.save(work / "gt.npy", np.where(gt > 0, gt * int(np.prod(MIRROR)) + copy, 0))
     torch.manual_seed(0)
-    model = UNet3D(ModelConfig(base_channels=8, depth=4, voxel_size=(25.0, 13.0, 13.0)))
+    model = UNet3D(ModelConfig(base_channels=8, depth=4, voxel_size=METHOD_VOXEL_SIZE))
     save_checkpoint(
         work / "checkpoint.pt",
         {"model_config": model.config.model_dump(mode="json"), "model_state": model.state_dict()},
     )
     raw = np.random.default_rng(0).integers(0, 255, size=PREDICT_SHAPE, dtype=np.uint8)
-    write_volume(f"{work / 'raw.zarr'}/raw", raw, voxel_size=(25.0, 13.0, 13.0), chunks=PREDICT_BLOCK)
+    write_volume(f"{work / 'raw.zarr'}/raw", raw, voxel_size=METHOD_VOXEL_SIZE, chunks=PREDICT_BLOCK)
 
 
 def run_variant(variant: str, work: Path) -> dict:

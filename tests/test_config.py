@@ -331,3 +331,232 @@ def test_non_positive_voxel_size_is_a_one_line_error():
 
     with pytest.raises(NeuropilError, match="'target_voxel_size': voxel sizes must be positive"):
         parse_config({"target_voxel_size": [0, 13, 13], "domains": {"a": {"synthetic": "fib-like"}}}, where="x.yaml")
+
+
+# ----------------------------------------------------------------------------- every configuration
+
+
+def shipped(name: str) -> Path:
+    from neuropil.config import CONFIG_FOLDER
+
+    return CONFIG_FOLDER / f"{name}.yaml"
+
+
+def differences(a, b, prefix="") -> set[str]:
+    """The dotted keys where two nested mappings differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {d for key in {*a, *b} for d in differences(a.get(key), b.get(key), f"{prefix}{key}.")}
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def test_run_config_defaults_to_the_method_voxel_size():
+    from neuropil.conventions import METHOD_VOXEL_SIZE
+
+    config = parse_config({"domains": {"a": {"synthetic": "fib-like"}}})
+    assert config.target_voxel_size == METHOD_VOXEL_SIZE == config.model.voxel_size
+
+
+def test_shipped_configs_load_and_differ_only_where_meant(tmp_path):
+    from neuropil.config import DemoConfig, StudyConfig
+
+    demo, quick = DemoConfig.load(shipped("demo")), DemoConfig.load(shipped("demo-quick"))
+    study, study_quick = StudyConfig.load(shipped("study")), StudyConfig.load(shipped("study-quick"))
+    for config in (demo, quick, study, study_quick):
+        assert config.training.target_voxel_size == tuple(TARGET)
+        assert type(config).load(config.save(tmp_path / "saved.yaml")) == config
+        divisor = UNet3D(config.training.model).divisor
+        assert all(p % d == 0 for p, d in zip(config.training.train.patch_shape, divisor))
+    # quick: a smaller model, shorter training, one smaller volume per domain, fewer thresholds
+    domains = [
+        f"training.domains.{name}.{key}" for name in demo.training.domains for key in ("shape", "seeds", "volumes")
+    ]
+    assert differences(demo.model_dump(), quick.model_dump()) == {
+        "training.model.depth",
+        "training.train.iterations",
+        "training.train.patch_shape",
+        "training.train.learning_rate",
+        *domains,
+        "test_shape",
+        "segment.thresholds",
+    }
+    assert quick.training.domains["cremi-like"].seeds == (demo.training.domains["cremi-like"].seeds or ())[:1]
+    # the study trains the demo's models and adds an unseen domain and the sweep
+    for base, other in ((demo, study), (quick, study_quick)):
+        assert differences(base.model_dump(), other.model_dump()) == {"unseen", "test_seeds.cryo-fly", "sweep"}
+        assert set(other.unseen) == {*base.unseen, "cryo-fly"}
+
+
+def test_synthetic_all_is_the_demo_training_run():
+    from neuropil.config import DemoConfig
+
+    assert load_config(CONFIGS / "synthetic-all.yaml") == DemoConfig.load(shipped("demo")).training
+
+
+def test_explicit_seeds_draw_those_volumes():
+    from neuropil.data.synth import synthetic_volume
+
+    config = parse_config(
+        tiny(
+            domains={"fly": {"synthetic": "cremi-like", "shape": [6, 24, 24], "seeds": [4, 9], "validation_seeds": [7]}}
+        )
+    )
+    domain = config.domains["fly"]
+    assert (domain.volumes, domain.validation_volumes) == (2, 1)
+    training, validation = build_domains(config)
+    for volume, seed in zip([*training["fly"], *validation["fly"]], [4, 9, 7]):
+        expected = synthetic_volume("cremi-like", shape=(6, 24, 24), target_voxel_size=tuple(TARGET), seed=seed)
+        np.testing.assert_array_equal(volume.raw, expected.raw)
+        np.testing.assert_array_equal(volume.labels, expected.labels)
+    # the default seeds, seed * 1000 + i and seed * 1000 + 500 + j
+    default = parse_config(tiny()).domains["fly"]
+    assert (default.training_seeds(), default.held_out_seeds()) == ((3000,), (3500,))
+
+
+@pytest.mark.parametrize(
+    ("domain", "message"),
+    [
+        ({"seeds": [1, 2], "volumes": 3}, "'domains.x': 'volumes' is 3 but 'seeds' lists 2"),
+        (
+            {"validation_seeds": [5], "validation_volumes": 2},
+            "'validation_volumes' is 2 but 'validation_seeds' lists 1",
+        ),
+        ({"seeds": [1, 5], "validation_seeds": [5]}, "'domains.x': a seed draws the same volume twice"),
+        ({"seeds": []}, "'domains.x.seeds'"),
+    ],
+)
+def test_bad_seeds_are_one_line_errors(domain, message):
+    with pytest.raises(NeuropilError, match=message) as error:
+        parse_config(tiny(domains={"x": {"synthetic": "fib-like", **domain}}), where="x.yaml")
+    assert "\n" not in str(error.value)
+
+
+def non_array_options(function, *array_inputs: str) -> dict:
+    """A stage function's keyword options and defaults, its inputs (arrays, models, paths) left out."""
+    import inspect
+
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in array_inputs
+    }
+
+
+def test_segment_config_mirrors_the_segment_pipeline():
+    from neuropil.config import SegmentConfig
+    from neuropil.segment import segment
+
+    options = non_array_options(segment, "voxel_size", "fragment_ids", "model", "image", "mask")
+    assert list(SegmentConfig.model_fields) == list(options)
+    assert SegmentConfig().model_dump() == {**options, "thresholds": tuple(options["thresholds"])}
+
+
+def test_predict_config_mirrors_predict_file_and_blockwise_prediction():
+    from neuropil.blockwise import predict_blockwise
+    from neuropil.config import PredictConfig
+    from neuropil.predict import predict_file
+
+    options = non_array_options(predict_file, "voxel_size", "progress")
+    assert [*options, "block_shape"] == list(PredictConfig.model_fields)
+    defaults = PredictConfig().model_dump()
+    assert {name: defaults[name] for name in options} == options
+    assert defaults["block_shape"] == tuple(non_array_options(predict_blockwise)["block_shape"])
+
+
+def test_stage_configs_load_and_reject_bad_keys(tmp_path):
+    from neuropil.config import PredictConfig, SegmentConfig
+
+    segment_config = SegmentConfig.load(
+        write_yaml(tmp_path / "segment.yaml", {"method": "quantile", "thresholds": [0.2, 0.4], "quantile": 75})
+    )
+    assert segment_config.thresholds == (0.2, 0.4) and segment_config.flood_threshold is None
+    assert SegmentConfig.load(segment_config.save(tmp_path / "saved.yaml")) == segment_config
+    predict_config = PredictConfig.parse({"tile_shape": None, "device": "cuda"})
+    assert predict_config.tile_shape is None and predict_config.block_shape == (64, 256, 256)
+    cases = [
+        (SegmentConfig, {"method": "magic"}, "bad value for 'method': unknown agglomeration method 'magic'"),
+        (SegmentConfig, {"thresholds": []}, "bad value for 'thresholds'"),
+        (SegmentConfig, {"thresholds": [0.5, -1]}, "bad value for 'thresholds.1'"),
+        (SegmentConfig, {"quantile": 101}, "bad value for 'quantile'"),
+        (SegmentConfig, {"flood_threshold": 1}, "bad value for 'flood_threshold'"),
+        (SegmentConfig, {"min_size": -1}, "bad value for 'min_size'"),
+        (SegmentConfig, {"threshold": 0.5}, "unknown key 'threshold'"),
+        (PredictConfig, {"tile_shape": [8, 0, 8]}, "bad value for 'tile_shape'"),
+        (PredictConfig, {"block_shape": [8, 8]}, "bad value for 'block_shape'"),
+        (PredictConfig, {"halo": [1, 1, 1]}, "unknown key 'halo'"),
+    ]
+    for kind, content, message in cases:
+        path = write_yaml(tmp_path / "bad.yaml", content)
+        with pytest.raises(NeuropilError, match=message) as error:
+            kind.load(path)
+        assert "\n" not in str(error.value) and str(path) in str(error.value)
+    with pytest.raises(NeuropilError, match="a segmentation configuration is a mapping"):
+        SegmentConfig.parse([0.5])
+
+
+def experiment(**changes) -> dict:
+    """A demo configuration: the tiny run plus test volumes and a segmentation."""
+    training = tiny()
+    training["domains"] = {
+        "fly": {"synthetic": "cremi-like", "shape": [6, 24, 24], "seeds": [1], "validation_seeds": [2]}
+    }
+    config = {
+        "training": training,
+        "unseen": ["cryo-ecs"],
+        "test_shape": [6, 24, 24],
+        "test_seeds": {"fly": 9, "cryo-ecs": 9},
+        "segment": {"thresholds": [0.3, 0.6]},
+    }
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"test_seeds": {"fly": 9}},
+            "bad value for 'test_seeds': needs one seed per domain .* missing \\['cryo-ecs'\\]",
+        ),
+        ({"test_seeds": {"fly": 1, "cryo-ecs": 9}}, "'test_seeds': seed 1 of 'fly' also draws"),
+        ({"unseen": ["mars-like"]}, "bad value for 'unseen': unknown synthetic presets"),
+        ({"unseen": ["cremi-like"]}, "bad value for 'unseen': \\['cremi-like'\\] are training domains"),
+        ({"unseen": ["cryo-ecs", "cryo-ecs"]}, "bad value for 'unseen': an unseen domain is listed twice"),
+        ({"unseen": []}, "bad value for 'unseen'"),
+        ({"segment": {"method": "learned"}}, "bad value for 'segment': the learned method needs"),
+        ({"test_shape": [6, 24]}, "bad value for 'test_shape'"),
+        ({"thresholds": [0.5]}, "unknown key 'thresholds'"),
+        (
+            {"training": {**tiny(), "domains": {"x": {"dataset": "fib-gala"}}}},
+            "'training': domain 'x' is not synthetic",
+        ),
+        ({"training": {**tiny(), "model": {"depth": 0}}}, "bad value for 'training.model.depth'"),
+        (
+            {"training": {**tiny(), "domains": {"x": {"synthetic": "mars-like"}}}},
+            "'training.domains.x.synthetic': unknown synthetic preset",
+        ),
+    ],
+)
+def test_bad_experiment_config_is_one_line_naming_the_key(tmp_path, change, message):
+    from neuropil.config import DemoConfig
+
+    path = write_yaml(tmp_path / "bad.yaml", experiment(**change))
+    with pytest.raises(NeuropilError, match=message) as error:
+        DemoConfig.load(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_reseeded_experiment_moves_every_seed():
+    from neuropil.config import DemoConfig, StudyConfig
+
+    config = DemoConfig.parse(experiment())
+    assert config.reseeded(0) is config
+    moved = config.reseeded(2)
+    assert moved.training.train.seed == 2
+    assert moved.training.domains["fly"].training_seeds() == (2001,)
+    assert moved.training.domains["fly"].held_out_seeds() == (2002,)
+    assert moved.test_seeds == {"fly": 2009, "cryo-ecs": 2009}
+    # a domain with the default seeds moves the same way: seed * 1000 + i
+    default = DemoConfig.parse(experiment(training=tiny(), test_seeds={"fly": 9, "cryo-ecs": 9})).reseeded(1)
+    assert default.training.domains["fly"].training_seeds() == (4000,)
+    study = StudyConfig.load(shipped("study-quick")).reseeded(1)
+    assert study.sweep.seed == 1950 and study.training.domains["fib-like"].training_seeds() == (1002,)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from neuropil.conventions import LABEL_DTYPE, NEAREST_NEIGHBOURS, LabelZero
+from neuropil.conventions import LABEL_DTYPE, METHOD_VOXEL_SIZE, NEAREST_NEIGHBOURS, LabelZero
 from neuropil.targets import affinities_from_labels
 
 
@@ -19,3 +19,12 @@ def test_affinity_one_means_same_object_and_channel_c_relates_p_to_p_plus_offset
 
 def test_label_zero_meanings():
     assert {m.value for m in LabelZero} == {"boundary", "extracellular", "unknown"}
+
+
+def test_method_voxel_size_is_z_first_nanometres_and_the_default_of_every_config():
+    from neuropil.config import RunConfig
+    from neuropil.model import ModelConfig
+
+    assert METHOD_VOXEL_SIZE == (25.0, 13.0, 13.0)  # nm: sections 25 thick, 13 in-plane
+    assert ModelConfig().voxel_size == METHOD_VOXEL_SIZE
+    assert RunConfig.model_fields["target_voxel_size"].default == METHOD_VOXEL_SIZE

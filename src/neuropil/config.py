@@ -1,8 +1,22 @@
-"""The configuration of a training run: target voxel size, model, optimisation and domains.
+"""Validated configurations, one per stage, each read from YAML and saved next to what it made.
 
-One YAML file says everything a run needs; it is validated as a whole (a bad key or
-value is a one-line :class:`~neuropil.errors.NeuropilError` naming the key) and saved as
-``config.yaml`` next to the checkpoint. Example (see ``configs/`` for complete ones)::
+Every configuration is a frozen pydantic model with no unknown keys; ``Kind.load(path)``
+and ``Kind.parse(mapping)`` validate it as a whole (a bad key or value is a one-line
+:class:`~neuropil.errors.NeuropilError` naming the key) and ``config.save(path)`` writes
+it back as YAML that loads equal. A stage function still takes plain arguments, so it
+works without a configuration.
+
+- :class:`RunConfig`: a training run (``neuropil train CONFIG``), saved as
+  ``config.yaml`` next to the checkpoint.
+- :class:`PredictConfig`: the options of :func:`neuropil.predict.predict_file` and the
+  block shape of :func:`neuropil.blockwise.predict_blockwise`.
+- :class:`SegmentConfig`: the options of :func:`neuropil.segment.segment`.
+- :class:`DemoConfig` and :class:`StudyConfig`: the experiments of
+  :mod:`neuropil.experiments`, a training run plus held-out test volumes and a
+  segmentation; shipped in :data:`CONFIG_FOLDER` (``demo.yaml``, ``demo-quick.yaml``,
+  ``study.yaml``, ``study-quick.yaml``).
+
+A training run's YAML (see ``configs/`` for complete ones)::
 
     target_voxel_size: [25, 13, 13]     # nm, z-first; every domain is rescaled to it
     model: {base_channels: 12, depth: 4}          # neuropil.model.ModelConfig fields
@@ -20,14 +34,17 @@ seeds ``seed * 1000 + i`` plus ``validation_volumes`` validation volumes with se
 ``dataset`` domain is a catalog entry (``neuropil data list``); its ``train`` volumes are
 rescaled to the target and cut into a training part and the validation band. The band is
 the domain's ``validation_width`` if set, else the catalog entry's, else the run's.
+A synthetic domain may list its volumes' ``seeds`` and ``validation_seeds`` instead
+(the demo's domains do, to draw the volumes it always drew).
 Domains are sampled uniformly (the method) unless some give a ``weight`` (default 1).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple, Union
+from typing import Annotated, Any, ClassVar, NamedTuple, Self
 
 from pydantic import (
     AfterValidator,
@@ -37,20 +54,86 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from neuropil.conventions import positive_voxel_size
+from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE
+from neuropil.conventions import METHOD_VOXEL_SIZE, positive_voxel_size
 from neuropil.data.sampling import VALIDATION_WIDTH
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig
-from neuropil.train import TrainConfig
+from neuropil.segment.agglomerate import METHODS
+from neuropil.train import TrainConfig, Trainer
 
-DEFAULT_TARGET_VOXEL_SIZE = (25.0, 13.0, 13.0)
-"""The method's target voxel size, nm (z, y, x)."""
+logger = logging.getLogger(__name__)
+
+CONFIG_FOLDER = Path(__file__).resolve().parent / "configs"
+"""The configurations shipped with the package: ``demo.yaml``, ``demo-quick.yaml``, ``study.yaml``, ``study-quick.yaml``."""
+
+
+def _positive_shape(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if value is not None and any(s < 1 for s in value):
+        raise ValueError("shape entries must be >= 1")
+    return value
+
+
+class Config(BaseModel):
+    """A validated configuration: frozen, no unknown keys, read from and saved as YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    what: ClassVar[str] = "a configuration"
+    """What the YAML file holds, for the error about a file that is not a mapping."""
+
+    @classmethod
+    def parse(cls, content: Any, *, where: str = "config") -> Self:
+        """Validate an already-loaded mapping (e.g. from YAML).
+
+        Raises
+        ------
+        NeuropilError
+            A mapping is not given, or a bad key or value (one line naming the key).
+        """
+        if not isinstance(content, dict):
+            raise NeuropilError(f"{where}: {cls.what} is a mapping of keys to values")
+        try:
+            return cls.model_validate(content)
+        except ValidationError as error:
+            raise _error_line(error, where) from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Self:
+        """Read and validate a YAML file.
+
+        Raises
+        ------
+        NeuropilError
+            A missing or unreadable file, or a bad key or value (named in the message).
+        """
+        return cls.parse(_read_yaml(path), where=str(path))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write as YAML (atomically); :meth:`load` reads it back equal."""
+        import yaml
+
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+        return write_text_atomic(path, text)
+
+
+def _read_yaml(path: str | os.PathLike) -> Any:
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise NeuropilError(f"{path}: no such configuration file") from None
+    except (OSError, yaml.YAMLError) as error:
+        raise NeuropilError(f"{path}: cannot read configuration: {' '.join(str(error).split())}") from None
 
 
 class SyntheticDomain(BaseModel):
@@ -62,10 +145,56 @@ class SyntheticDomain(BaseModel):
     """Preset name, a key of :data:`neuropil.data.synth.PRESETS`."""
     volumes: int = Field(default=2, ge=1)
     shape: tuple[int, int, int] = (32, 128, 128)
-    """(z, y, x) voxels at the target voxel size."""
+    """(z, y, x) voxels at the target voxel size, of the training and the validation volumes."""
     seed: int = 0
     validation_volumes: int = Field(default=1, ge=0)
+    seeds: tuple[int, ...] | None = Field(default=None, min_length=1)
+    """Seeds of the training volumes; default ``seed * 1000 + i`` for ``i < volumes``."""
+    validation_seeds: tuple[int, ...] | None = None
+    """Seeds of the validation volumes; default ``seed * 1000 + 500 + j`` for ``j < validation_volumes``."""
     weight: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _counts_from_seeds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for count, seeds in (("volumes", "seeds"), ("validation_volumes", "validation_seeds")):
+                listed = data.get(seeds)
+                # no training seeds is reported as an error of 'seeds', not of 'volumes'
+                if (
+                    isinstance(listed, (list, tuple))
+                    and (listed or count == "validation_volumes")
+                    and count not in data
+                ):
+                    data[count] = len(listed)
+        return data
+
+    @model_validator(mode="after")
+    def _seeds_agree(self) -> SyntheticDomain:
+        for count, seeds in (("volumes", "seeds"), ("validation_volumes", "validation_seeds")):
+            listed = getattr(self, seeds)
+            if listed is not None and len(listed) != getattr(self, count):
+                raise ValueError(f"'{count}' is {getattr(self, count)} but '{seeds}' lists {len(listed)}; give one")
+        drawn = [*self.training_seeds(), *self.held_out_seeds()]
+        if len(set(drawn)) != len(drawn):
+            raise ValueError(
+                f"a seed draws the same volume twice (training {self.training_seeds()}, "
+                f"validation {self.held_out_seeds()})"
+            )
+        return self
+
+    def training_seeds(self) -> tuple[int, ...]:
+        """The seeds of the training volumes."""
+        if self.seeds is not None:
+            return self.seeds
+        return tuple(self.seed * 1000 + i for i in range(self.volumes))
+
+    def held_out_seeds(self) -> tuple[int, ...]:
+        """The seeds of the validation volumes."""
+        if self.validation_seeds is not None:
+            return self.validation_seeds
+        return tuple(self.seed * 1000 + 500 + j for j in range(self.validation_volumes))
 
     @field_validator("synthetic")
     @classmethod
@@ -79,9 +208,7 @@ class SyntheticDomain(BaseModel):
     @field_validator("shape")
     @classmethod
     def _positive_shape(cls, value):
-        if any(s < 1 for s in value):
-            raise ValueError("shape entries must be >= 1")
-        return value
+        return _positive_shape(value)
 
 
 class DatasetDomain(BaseModel):
@@ -115,7 +242,7 @@ def _domain_kind(value: Any) -> str | None:
 
 
 Domain = Annotated[
-    Union[Annotated[SyntheticDomain, Tag("synthetic")], Annotated[DatasetDomain, Tag("dataset")]],
+    Annotated[SyntheticDomain, Tag("synthetic")] | Annotated[DatasetDomain, Tag("dataset")],
     Discriminator(
         _domain_kind,
         custom_error_type="domain_kind",
@@ -124,14 +251,12 @@ Domain = Annotated[
 ]
 
 
-class RunConfig(BaseModel):
+class RunConfig(Config):
     """Everything a training run needs; saved as ``config.yaml`` next to its checkpoint."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    what: ClassVar[str] = "a run configuration"
 
-    target_voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] = (
-        DEFAULT_TARGET_VOXEL_SIZE
-    )
+    target_voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] = METHOD_VOXEL_SIZE
     model: ModelConfig = ModelConfig()
     """``voxel_size`` defaults to ``target_voxel_size`` and must equal it."""
     train: TrainConfig = TrainConfig()
@@ -143,7 +268,7 @@ class RunConfig(BaseModel):
     def _model_at_target(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("model") or {}, dict):
             model = dict(data.get("model") or {})
-            model.setdefault("voxel_size", data.get("target_voxel_size", DEFAULT_TARGET_VOXEL_SIZE))
+            model.setdefault("voxel_size", data.get("target_voxel_size", METHOD_VOXEL_SIZE))
             data = {**data, "model": model}
         return data
 
@@ -167,11 +292,232 @@ class RunConfig(BaseModel):
         return weights
 
 
+class SegmentConfig(Config):
+    """The options of :func:`neuropil.segment.segment`, field for field.
+
+    The arrays (affinities, given fragments, mask, image), the merge classifier and the
+    voxel size belong to the input, not to the configuration.
+    """
+
+    what: ClassVar[str] = "a segmentation configuration"
+
+    thresholds: tuple[Annotated[float, Field(ge=0)], ...] = Field(default=(0.5,), min_length=1)
+    """Merge thresholds; one segmentation per threshold, from one run."""
+    method: str = "mean"
+    """Agglomeration method, one of :data:`neuropil.segment.METHODS`."""
+    quantile: int = Field(default=50, ge=0, le=100)
+    """Percentile of the ``quantile`` method."""
+    fragment_threshold: float = Field(default=0.5, ge=0, le=1)
+    """Voxels whose mean affinity is above this are interior (the watershed's seeds)."""
+    flood_threshold: float | None = Field(default=None, ge=0, lt=1)
+    """The watershed floods affinities above this; None: the input's default (0.5 for
+    affinities, 0 for a boundary map)."""
+    min_size: int = Field(default=20, ge=0)
+    """Fragments with fewer voxels join their best neighbour."""
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"unknown agglomeration method '{value}'; methods are {list(METHODS)}")
+        return value
+
+
+class PredictConfig(Config):
+    """The options of :func:`neuropil.predict.predict_file`, and the block shape of blockwise prediction.
+
+    ``block_shape`` is :func:`neuropil.blockwise.predict_blockwise`'s; the raw volume's
+    voxel size belongs to the input, not to the configuration.
+    """
+
+    what: ClassVar[str] = "a prediction configuration"
+
+    tile_shape: tuple[int, int, int] | None = (32, 128, 128)
+    """(z, y, x) voxels kept per tile, rounded up to the model's pooling; None: one pass."""
+    device: str = "cpu"
+    """Torch device, e.g. ``cpu`` or ``cuda``."""
+    block_shape: tuple[int, int, int] = DEFAULT_BLOCK_SHAPE
+    """(z, y, x) voxels per block of blockwise prediction."""
+
+    @field_validator("tile_shape", "block_shape")
+    @classmethod
+    def _positive_shapes(cls, value):
+        return _positive_shape(value)
+
+
+class Sweep(BaseModel):
+    """Test volumes of one domain with wider and wider extracellular space, the same processes in each."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    domain: str
+    """A training domain; its preset's ``extracellular_nm`` is replaced."""
+    extracellular_nm: tuple[Annotated[float, Field(ge=0)], ...] = Field(min_length=2)
+    """The widths, nm, from the first to the last."""
+    seed: int
+    """One seed for every width."""
+
+
+class ExperimentConfig(Config):
+    """A training run on synthetic domains, held-out test volumes of them and of unseen ones, a segmentation.
+
+    Every training domain is synthetic and holds validation volumes: the segmentation's
+    threshold is chosen on them. Each domain (training or unseen) gets one test volume
+    of ``test_shape``, drawn with its seed in ``test_seeds``.
+    """
+
+    what: ClassVar[str] = "an experiment configuration"
+
+    training: RunConfig
+    """The training run (``neuropil train`` reads the same keys)."""
+    unseen: tuple[str, ...] = Field(min_length=1)
+    """Presets of :data:`neuropil.data.synth.PRESETS` no model is trained on."""
+    test_shape: tuple[int, int, int]
+    """(z, y, x) voxels of every test volume, at the target voxel size."""
+    test_seeds: dict[str, int]
+    """Domain (training or unseen) -> seed of its test volume."""
+    segment: SegmentConfig
+    """How affinities are segmented; the thresholds are the candidates the validation volumes choose from."""
+
+    @field_validator("training")
+    @classmethod
+    def _synthetic_with_validation(cls, value: RunConfig) -> RunConfig:
+        for name, domain in value.domains.items():
+            if not isinstance(domain, SyntheticDomain):
+                raise ValueError(f"domain '{name}' is not synthetic; an experiment draws its test volumes")
+            if not domain.held_out_seeds():
+                raise ValueError(f"domain '{name}' has no validation volume to choose a threshold on")
+        return value
+
+    @field_validator("unseen")
+    @classmethod
+    def _unseen_presets(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        from neuropil.data.synth import PRESETS
+
+        unknown = [name for name in value if name not in PRESETS]
+        if unknown:
+            raise ValueError(f"unknown synthetic presets {unknown}; presets are {sorted(PRESETS)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"an unseen domain is listed twice: {list(value)}")
+        training = info.data.get("training")
+        if training is not None:
+            presets = {domain.synthetic for domain in training.domains.values() if isinstance(domain, SyntheticDomain)}
+            trained = [name for name in value if name in training.domains or name in presets]
+            if trained:
+                raise ValueError(f"{trained} are training domains (or their presets), not unseen ones")
+        return value
+
+    @field_validator("test_shape")
+    @classmethod
+    def _positive_test_shape(cls, value):
+        return _positive_shape(value)
+
+    @field_validator("test_seeds")
+    @classmethod
+    def _one_seed_per_domain(cls, value: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        training, unseen = info.data.get("training"), info.data.get("unseen")
+        if training is None or unseen is None:
+            return value  # their own error is reported
+        expected = [*training.domains, *unseen]
+        missing = [name for name in expected if name not in value]
+        extra = [name for name in value if name not in expected]
+        if missing or extra:
+            raise ValueError(f"needs one seed per domain {expected}; missing {missing}, not a domain {extra}")
+        for name, domain in training.domains.items():
+            if value[name] in (*domain.training_seeds(), *domain.held_out_seeds()):
+                raise ValueError(f"seed {value[name]} of '{name}' also draws one of its training or validation volumes")
+        return value
+
+    @field_validator("segment")
+    @classmethod
+    def _no_classifier(cls, value: SegmentConfig) -> SegmentConfig:
+        if value.method == "learned":
+            raise ValueError("the learned method needs a trained merge classifier; use mean, quantile or mutex")
+        return value
+
+    def preset(self, domain: str) -> str:
+        """The synthetic preset of a training or unseen domain."""
+        found = self.training.domains.get(domain)
+        return found.synthetic if isinstance(found, SyntheticDomain) else domain
+
+    def reseeded(self, seed: int) -> Self:
+        """This configuration with ``seed`` added to ``training.train.seed`` and ``1000 * seed`` to every volume seed.
+
+        Seed 0 is this configuration. Seed N gives other volumes, initial weights and
+        patch order, none of them shared with seed 0's.
+        """
+        if seed == 0:
+            return self
+        return type(self).model_validate(self._reseeded_data(seed))
+
+    def _reseeded_data(self, seed: int) -> dict[str, Any]:
+        shift = 1000 * seed
+        data = self.model_dump()
+        training = data["training"]
+        training["train"]["seed"] += seed
+        for domain in training["domains"].values():
+            domain["seed"] += seed  # the default seeds, seed * 1000 + ...
+            for listed in ("seeds", "validation_seeds"):
+                if domain[listed] is not None:
+                    domain[listed] = [s + shift for s in domain[listed]]
+        data["test_seeds"] = {name: s + shift for name, s in data["test_seeds"].items()}
+        return data
+
+
+class DemoConfig(ExperimentConfig):
+    """The demo (:func:`neuropil.experiments.demo.run_demo`): one model on every training domain."""
+
+    what: ClassVar[str] = "a demo configuration"
+
+
+ALL_DOMAINS = "all"
+"""The study's name of the model trained on every training domain."""
+
+
+class StudyConfig(ExperimentConfig):
+    """The domain-bias study (:func:`neuropil.experiments.study.run_study`).
+
+    One model per training domain plus one on all of them (named :data:`ALL_DOMAINS`),
+    every model scored on every test volume and on the ``sweep``.
+    """
+
+    what: ClassVar[str] = "a study configuration"
+
+    sweep: Sweep
+
+    @field_validator("training")
+    @classmethod
+    def _no_domain_named_all(cls, value: RunConfig) -> RunConfig:
+        if ALL_DOMAINS in value.domains:
+            raise ValueError(f"'{ALL_DOMAINS}' names the model trained on every domain; rename that domain")
+        return value
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_of_a_training_domain(cls, value: Sweep, info: ValidationInfo) -> Sweep:
+        training = info.data.get("training")
+        if training is None:
+            return value
+        domain = training.domains.get(value.domain)
+        if domain is None:
+            raise ValueError(f"domain '{value.domain}' is not a training domain; they are {list(training.domains)}")
+        if value.seed in (*domain.training_seeds(), *domain.held_out_seeds()):
+            raise ValueError(f"seed {value.seed} also draws a training or validation volume of '{value.domain}'")
+        return value
+
+    def _reseeded_data(self, seed: int) -> dict[str, Any]:
+        data = super()._reseeded_data(seed)
+        data["sweep"]["seed"] += 1000 * seed
+        return data
+
+
 def _error_line(error: ValidationError, where: str) -> NeuropilError:
     first = error.errors()[0]
     location = list(first["loc"])
-    if location[:1] == ["domains"] and len(location) >= 3:
-        del location[2]  # the union's tag (synthetic/dataset), not a key of the file
+    for at, part in enumerate(location[:-2]):
+        if part == "domains" and location[at + 2] in ("synthetic", "dataset"):
+            del location[at + 2]  # the union's tag (synthetic/dataset), not a key of the file
+            break
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing" and location and isinstance(location[-1], int):
         location.pop()  # a fixed-length list (a shape, a voxel size) that is too short
@@ -189,12 +535,7 @@ def _error_line(error: ValidationError, where: str) -> NeuropilError:
 
 def parse_config(content: Any, *, where: str = "config") -> RunConfig:
     """Validate an already-loaded mapping (e.g. from YAML) as a :class:`RunConfig`."""
-    if not isinstance(content, dict):
-        raise NeuropilError(f"{where}: a run configuration is a mapping with a 'domains' key")
-    try:
-        return RunConfig.model_validate(content)
-    except ValidationError as error:
-        raise _error_line(error, where) from None
+    return RunConfig.parse(content, where=where)
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
@@ -205,23 +546,12 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     NeuropilError
         A missing or unreadable file, or a bad key or value (named in the message).
     """
-    import yaml
-
-    path = Path(path)
-    try:
-        content = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise NeuropilError(f"{path}: no such configuration file") from None
-    except (OSError, yaml.YAMLError) as error:
-        raise NeuropilError(f"{path}: cannot read configuration: {' '.join(str(error).split())}") from None
-    return parse_config(content, where=str(path))
+    return RunConfig.load(path)
 
 
-def save_config(config: RunConfig, path: str | os.PathLike) -> Path:
-    """Write ``config`` as YAML (atomically); :func:`load_config` reads it back equal."""
-    import yaml
-
-    return write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+def save_config(config: Config, path: str | os.PathLike) -> Path:
+    """Write ``config`` as YAML (atomically); loading it as its kind reads it back equal."""
+    return config.save(path)
 
 
 class Domains(NamedTuple):
@@ -241,17 +571,20 @@ def build_domains(config: RunConfig) -> Domains:
     from neuropil.data.labels import catalog_domains
     from neuropil.data.synth import synthetic_volume
 
-    target = tuple(config.target_voxel_size)
+    target = config.target_voxel_size
     training: dict[str, list[TrainingVolume]] = {}
     validation: dict[str, list[TrainingVolume]] = {}
     for name, domain in config.domains.items():
         if isinstance(domain, SyntheticDomain):
-
-            def draw(seed: int) -> TrainingVolume:
-                return synthetic_volume(domain.synthetic, shape=domain.shape, target_voxel_size=target, seed=seed)
-
-            training[name] = [draw(domain.seed * 1000 + i) for i in range(domain.volumes)]
-            held_out = [draw(domain.seed * 1000 + 500 + j) for j in range(domain.validation_volumes)]
+            preset, shape = domain.synthetic, domain.shape
+            training[name] = [
+                synthetic_volume(preset, shape=shape, target_voxel_size=target, seed=seed)
+                for seed in domain.training_seeds()
+            ]
+            held_out = [
+                synthetic_volume(preset, shape=shape, target_voxel_size=target, seed=seed)
+                for seed in domain.held_out_seeds()
+            ]
             if held_out:
                 validation[name] = held_out
             continue
@@ -272,23 +605,15 @@ def build_domains(config: RunConfig) -> Domains:
     return Domains(training, validation)
 
 
-def train_from_config(config: RunConfig, out_dir: str | os.PathLike, *, progress: bool = True):
-    """Build the domains and train (or resume training) in ``out_dir``.
+def trainer_from_config(config: RunConfig, out_dir: str | os.PathLike, *, domains: Domains | None = None) -> Trainer:
+    """The :class:`~neuropil.train.Trainer` of a run in ``out_dir`` (resuming its checkpoint if there is one).
 
-    ``out_dir`` receives ``config.yaml`` (this configuration), ``checkpoint.pt``,
-    ``log.csv`` and ``validation.csv`` (see :mod:`neuropil.train`).
-
-    Returns
-    -------
-    UNet3D
-        The trained model, in eval mode.
+    ``domains`` are the run's volumes when already built (:func:`build_domains` of
+    ``config``); default: built here. ``out_dir`` receives ``config.yaml`` (this
+    configuration) at once, and ``checkpoint.pt``, ``log.csv`` and ``validation.csv``
+    while training (see :mod:`neuropil.train`).
     """
-    import logging
-
-    from neuropil.train import Trainer
-
-    logger = logging.getLogger(__name__)
-    domains = build_domains(config)
+    domains = build_domains(config) if domains is None else domains
     for name, volumes in domains.training.items():
         logger.info(
             "domain %s: %d training volume(s) %s, %d validation",
@@ -297,26 +622,45 @@ def train_from_config(config: RunConfig, out_dir: str | os.PathLike, *, progress
             [v.raw.shape for v in volumes],
             len(domains.validation.get(name, [])),
         )
-    train_config = config.train.model_copy(update={"weights": config.weights})
-    trainer = Trainer(
+    return Trainer(
         domains.training,
         out_dir=out_dir,
         model_config=config.model,
-        train_config=train_config,
+        train_config=config.train.model_copy(update={"weights": config.weights}),
         validation=domains.validation,
         run_config=config.model_dump(mode="json"),
     )
-    return trainer.train(progress=progress)
+
+
+def train_from_config(config: RunConfig, out_dir: str | os.PathLike, *, progress: bool = True):
+    """Build the domains and train (or resume training) in ``out_dir`` (see :func:`trainer_from_config`).
+
+    Returns
+    -------
+    UNet3D
+        The trained model, in eval mode.
+    """
+    return trainer_from_config(config, out_dir).train(progress=progress)
 
 
 __all__ = [
+    "ALL_DOMAINS",
+    "CONFIG_FOLDER",
+    "Config",
     "DatasetDomain",
+    "DemoConfig",
     "Domains",
+    "ExperimentConfig",
+    "PredictConfig",
     "RunConfig",
+    "SegmentConfig",
+    "StudyConfig",
+    "Sweep",
     "SyntheticDomain",
     "build_domains",
     "load_config",
     "parse_config",
     "save_config",
     "train_from_config",
+    "trainer_from_config",
 ]

@@ -17,7 +17,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
-from neuropil.conventions import NEAREST_NEIGHBOURS, positive_voxel_size
+from neuropil.conventions import METHOD_VOXEL_SIZE, NEAREST_NEIGHBOURS, positive_voxel_size
 from neuropil.errors import NeuropilError
 
 
@@ -52,7 +52,7 @@ class ModelConfig(BaseModel):
     depth: int = 4
     downsample_factors: tuple[tuple[int, int, int], ...] | None = None
     """Per-level pooling; ``None`` derives them from ``voxel_size``."""
-    voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] = (25.0, 13.0, 13.0)
+    voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] = METHOD_VOXEL_SIZE
     """Voxel size (nm) the model is trained at; inputs are resampled to it."""
     normalization: Literal["none", "batch"] = "batch"
     """``batch``: batch normalization after every convolution. It speeds up training; in

@@ -1,4 +1,4 @@
-"""``neuropil demo [--out DIR] [--quick]``."""
+"""``neuropil demo [--out DIR] [--quick | --config FILE] [--seed N]``."""
 
 from __future__ import annotations
 
@@ -12,19 +12,26 @@ def add_parser(subparsers) -> None:
         description=(
             "Generate synthetic EM domains, train one U-Net on all training domains, predict and segment a "
             "held-out volume of each domain and of an unseen one; print a table and write DIR/report.md "
-            "with one PNG per domain. Running again in the same DIR resumes training."
+            "with one PNG per domain, DIR/results.json and DIR/config.yaml (what was run). Running again in "
+            "the same DIR resumes training."
         ),
     )
     parser.add_argument("--out", default="demo-out", metavar="DIR", help="output folder (default: demo-out)")
-    parser.add_argument("--quick", action="store_true", help="every step at toy size (under a minute)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic volumes and the model")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--quick", action="store_true", help="every step at toy size (demo-quick.yaml; about a minute)")
+    which.add_argument("--config", metavar="FILE", help="a demo configuration to run instead of the shipped demo.yaml")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="added to the seeds of the synthetic volumes and the model (default: 0)"
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuropil.experiments.demo import results_table, run_demo
+    from neuropil.config import DemoConfig
+    from neuropil.experiments.demo import default_config, results_table, run_demo
 
-    results = run_demo(args.out, quick=args.quick, seed=args.seed)
+    config = DemoConfig.load(args.config) if args.config else default_config(quick=args.quick)
+    results = run_demo(args.out, config=config.reseeded(args.seed))
     print(results_table(results))
     print(f"report: {args.out}/report.md")
     return 0

@@ -4,9 +4,13 @@ Several synthetic EM domains (differing in voxel size, extracellular space, memb
 texture, organelles and noise) are generated at their own voxel sizes and rescaled to
 one target voxel size, as the method rescales SNEMI3D, CREMI and FIB-25. One U-Net is
 trained on all training domains (domain picked uniformly per sample), then held-out
-volumes of every domain and of an unseen domain are predicted, segmented (watershed
-fragments + mean-affinity agglomeration) and scored, next to the same pipeline run on
-the untrained network's output.
+volumes of every domain and of an unseen domain are predicted, segmented
+(:func:`neuropil.segment.segment`: watershed fragments, then agglomeration) and scored,
+next to the same pipeline run on the untrained network's output.
+
+What it runs is a :class:`neuropil.config.DemoConfig`: ``demo.yaml`` or
+``demo-quick.yaml`` of :data:`neuropil.config.CONFIG_FOLDER`, or any other, saved as
+``config.yaml`` next to the results.
 """
 
 from __future__ import annotations
@@ -15,55 +19,34 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from numpy.typing import NDArray
 
-from neuropil.data.synth import PRESETS, synthetic_volume
-from neuropil.errors import NeuropilError
+from neuropil.config import DemoConfig, build_domains, trainer_from_config
 from neuropil.evaluate import Scores, evaluate
+from neuropil.experiments.common import (
+    agglomeration_words,
+    best_threshold,
+    domain_lines,
+    held_out_volumes,
+    scores_per_threshold,
+    segmentations,
+    shipped_config,
+)
 from neuropil.files import write_text_atomic
-from neuropil.model import ModelConfig, UNet3D
+from neuropil.model import UNet3D
 from neuropil.predict import predict_affinities
-from neuropil.segment import agglomerate
-from neuropil.segment.watershed import fragments
 from neuropil.targets import affinities_from_labels
-from neuropil.train import TrainConfig, Trainer
 from neuropil.visualize import figure_slice
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    train_domains: tuple[str, ...] = ("cremi-like", "snemi-like", "fib-like")
-    unseen_domain: str = "cryo-ecs"
-    target_voxel_size: tuple[float, float, float] = (25.0, 13.0, 13.0)
-    """The method's target voxel size, nm (z, y, x)."""
-    train_shape: tuple[int, int, int] = (32, 128, 128)
-    volumes_per_domain: int = 2
-    test_shape: tuple[int, int, int] = (32, 128, 128)
-    thresholds: tuple[float, ...] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
-    model: ModelConfig = field(
-        default_factory=lambda: ModelConfig(base_channels=8, voxel_size=(25.0, 13.0, 13.0), normalization="batch")
-    )
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(iterations=2000, patch_shape=(16, 64, 64), learning_rate=1e-3)
-    )
-
-
-FULL = DemoSettings()
-QUICK = DemoSettings(
-    train_shape=(16, 48, 48),
-    volumes_per_domain=1,
-    test_shape=(16, 48, 48),
-    thresholds=(0.2, 0.4, 0.6, 0.8),
-    model=ModelConfig(base_channels=8, depth=3, voxel_size=(25.0, 13.0, 13.0), normalization="batch"),
-    train=TrainConfig(iterations=400, patch_shape=(8, 32, 32), checkpoint_every=100, learning_rate=3e-3),
-)
+def default_config(*, quick: bool = False) -> DemoConfig:
+    """The shipped demo: ``demo.yaml``, or ``demo-quick.yaml`` (every step at toy size)."""
+    return DemoConfig.load(shipped_config("demo-quick" if quick else "demo"))
 
 
 @dataclass(frozen=True)
@@ -78,54 +61,34 @@ class DomainResult:
     """Agglomeration threshold used for ``trained``."""
 
 
-def segment_thresholds(affinities: NDArray, thresholds, *, voxel_size) -> list[NDArray[np.uint64]]:
-    """Watershed fragments, then mean-affinity agglomeration at each threshold (one run)."""
-    pieces, _ = fragments(affinities, voxel_size=voxel_size)
-    return agglomerate(affinities, pieces, method="mean", thresholds=thresholds)
-
-
-def best_threshold(results: list[list[Scores]], thresholds) -> float:
-    """The threshold with the lowest mean VOI (split + merge) over volumes."""
-    mean_voi = np.mean([[s.voi for s in per_volume] for per_volume in results], axis=0)
-    return float(thresholds[int(np.argmin(mean_voi))])
-
-
 def run_demo(
-    out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True
+    out_dir: str | os.PathLike, *, config: DemoConfig | None = None, progress: bool = True
 ) -> list[DomainResult]:
-    """Run the demo and write ``report.md``, ``results.json`` and one PNG per domain to ``out_dir``."""
-    settings = QUICK if quick else FULL
+    """Run the demo and write ``config.yaml``, ``report.md``, ``results.json`` and one PNG per domain to ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : folder of the results; the model is trained in ``out_dir/model`` (resumed
+        when a checkpoint is there)
+    config : what to run; default :func:`default_config` (``demo.yaml``)
+    progress : show a progress bar while training
+    """
+    config = default_config() if config is None else config
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / "config.yaml")
     started = time.perf_counter()
-    target = settings.target_voxel_size
-    domains = (*settings.train_domains, settings.unseen_domain)
-    unknown = [d for d in domains if d not in PRESETS]
-    if unknown:
-        raise NeuropilError(f"unknown synthetic domains {unknown}; presets are {sorted(PRESETS)}")
+    run = config.training
+    thresholds_tried = config.segment.thresholds
 
-    logger.info("generating %d domains at %s nm", len(domains), target)
-    training = {
-        name: [
-            synthetic_volume(name, shape=settings.train_shape, target_voxel_size=target, seed=seed * 1000 + 10 * i + d)
-            for i in range(settings.volumes_per_domain)
-        ]
-        for d, name in enumerate(settings.train_domains)
-    }
-    validation = {
-        name: synthetic_volume(name, shape=settings.test_shape, target_voxel_size=target, seed=seed * 1000 + 500 + d)
-        for d, name in enumerate(settings.train_domains)
-    }
-    tests = {
-        name: synthetic_volume(name, shape=settings.test_shape, target_voxel_size=target, seed=seed * 1000 + 900 + d)
-        for d, name in enumerate(domains)
-    }
+    logger.info("generating %d domains at %s nm", len(run.domains) + len(config.unseen), run.target_voxel_size)
+    domains = build_domains(run)
+    tests = held_out_volumes(config)
 
-    torch.manual_seed(seed)
-    untrained = UNet3D(settings.model).eval()
+    torch.manual_seed(run.train.seed)
+    untrained = UNet3D(run.model).eval()
     # the seed also sets the network's initial weights and the order of training patches
-    train_config = settings.train.model_copy(update={"seed": seed})
-    trainer = Trainer(training, out_dir=out_dir / "model", model_config=settings.model, train_config=train_config)
+    trainer = trainer_from_config(run, out_dir / "model", domains=domains)
     train_started = time.perf_counter()
     model = trainer.train(progress=progress)
     train_seconds = time.perf_counter() - train_started
@@ -133,44 +96,44 @@ def run_demo(
     def predict(network, volume):
         return predict_affinities(volume.raw, network, progress=False)
 
-    def scores_per_threshold(affinities, volume):
-        return [
-            evaluate(seg, volume.labels)
-            for seg in segment_thresholds(affinities, settings.thresholds, voxel_size=target)
-        ]
-
     # A lab tunes the agglomeration threshold on the labelled validation data of each
     # dataset; a domain without labels gets the one that is best over all of them.
-    validation_scores = {name: scores_per_threshold(predict(model, v), v) for name, v in validation.items()}
-    thresholds = {name: best_threshold([scores], settings.thresholds) for name, scores in validation_scores.items()}
-    thresholds[settings.unseen_domain] = best_threshold(list(validation_scores.values()), settings.thresholds)
+    validation_scores = {
+        name: [scores_per_threshold(segmentations(predict(model, v), config), v) for v in volumes]
+        for name, volumes in domains.validation.items()
+    }
+    thresholds = {name: best_threshold(scores, thresholds_tried) for name, scores in validation_scores.items()}
+    every_volume = [scores for per_domain in validation_scores.values() for scores in per_domain]
+    for name in config.unseen:
+        thresholds[name] = best_threshold(every_volume, thresholds_tried)
     logger.info("agglomeration thresholds chosen on validation volumes: %s", thresholds)
 
     results = []
     for name, volume in tests.items():
         affinities = predict(model, volume)
-        segmentations = segment_thresholds(affinities, settings.thresholds, voxel_size=target)
-        index = settings.thresholds.index(thresholds[name])
-        trained = evaluate(segmentations[index], volume.labels)
-        baseline = scores_per_threshold(predict(untrained, volume), volume)
+        segmented = segmentations(affinities, config)
+        index = thresholds_tried.index(thresholds[name])
+        trained = evaluate(segmented[index], volume.labels)
+        baseline = scores_per_threshold(segmentations(predict(untrained, volume), config), volume)
         untrained_best = min(baseline, key=lambda s: s.voi)
         target_affinities = affinities_from_labels(
-            volume.labels, offsets=settings.model.offsets, label_zero=volume.label_zero
+            volume.labels, offsets=run.model.offsets, label_zero=volume.label_zero
         )
+        role = "train" if name in run.domains else "unseen"
         figure = figure_slice(
             out_dir / f"{name}.png",
             raw=volume.raw,
             affinities=affinities,
             target_affinities=target_affinities.affinities,
             target_mask=target_affinities.mask,
-            offsets=settings.model.offsets,
-            segmentation=segmentations[index],
-            title=f"{name} ({'training domain, held-out volume' if name in training else 'unseen domain'})",
+            offsets=run.model.offsets,
+            segmentation=segmented[index],
+            title=f"{name} ({'training domain, held-out volume' if role == 'train' else 'unseen domain'})",
         )
         results.append(
             DomainResult(
                 domain=name,
-                role="train" if name in training else "unseen",
+                role=role,
                 trained=trained,
                 untrained=untrained_best,
                 figure=figure.name,
@@ -179,13 +142,7 @@ def run_demo(
         )
     total_seconds = time.perf_counter() - started
     write_report(
-        out_dir,
-        results,
-        settings=settings,
-        thresholds=thresholds,
-        train_seconds=train_seconds,
-        total_seconds=total_seconds,
-        quick=quick,
+        out_dir, results, config=config, thresholds=thresholds, train_seconds=train_seconds, total_seconds=total_seconds
     )
     return results
 
@@ -204,29 +161,35 @@ def results_table(results: list[DomainResult]) -> str:
 
 
 def write_report(
-    out_dir: Path, results, *, settings: DemoSettings, thresholds, train_seconds, total_seconds, quick
+    out_dir: Path,
+    results: list[DomainResult],
+    *,
+    config: DemoConfig,
+    thresholds: dict[str, float],
+    train_seconds: float,
+    total_seconds: float,
 ) -> None:
-    domain_lines = "\n".join(
-        f"- **{name}**: {PRESETS[name].description} (voxel size {PRESETS[name].voxel_size} nm)"
-        for name in (*settings.train_domains, settings.unseen_domain)
-    )
+    run = config.training
     figures = "\n\n".join(f"### {r.domain}\n\n![{r.domain}]({r.figure})" for r in results)
-    text = f"""# neuropil demo{" (quick)" if quick else ""}
+    weights = run.weights
+    sampling = "uniformly" if weights is None else f"with weights {weights}"
+    text = f"""# neuropil demo
 
-One U-Net (depth {settings.model.depth}, base {settings.model.base_channels} channels) trained for
-{settings.train.iterations} iterations on {len(settings.train_domains)} synthetic domains, all rescaled to
-{settings.target_voxel_size} nm (z, y, x); each sample picks a domain uniformly, then a volume.
-Segmentation: watershed fragments, then mean-affinity agglomeration at the threshold chosen on the
-validation volume of each training domain (the unseen domain has no labels to choose with: it gets
+One U-Net (depth {run.model.depth}, base {run.model.base_channels} channels) trained for
+{run.train.iterations} iterations on {len(run.domains)} synthetic domains, all rescaled to
+{run.target_voxel_size} nm (z, y, x); each sample picks a domain {sampling}, then a volume.
+Segmentation: watershed fragments, then {agglomeration_words(config)} at the threshold chosen on the
+validation volumes of each training domain (an unseen domain has no labels to choose with: it gets
 the threshold best over all validation volumes). Scores are on held-out volumes; voxels where
 the ground truth is 0 are not scored. The untrained network (same architecture, initial weights) is
-scored at its best threshold on the test volume itself, which flatters it.
+scored at its best threshold on the test volume itself, which flatters it. The configuration is
+`config.yaml`.
 
 Training took {train_seconds:.0f} s; the whole demo {total_seconds:.0f} s.
 
 ## Domains
 
-{domain_lines}
+{domain_lines(config)}
 
 ## Results
 
@@ -244,7 +207,6 @@ red: a missed boundary; red on dark: an invented one.
         "thresholds": thresholds,
         "train_seconds": train_seconds,
         "total_seconds": total_seconds,
-        "quick": quick,
         "results": [
             {"domain": r.domain, "role": r.role, "trained": r.trained.as_dict(), "untrained": r.untrained.as_dict()}
             for r in results
