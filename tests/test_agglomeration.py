@@ -10,12 +10,27 @@ from neuropil.segment.affinities import affinities_from_boundaries
 
 
 def same_partition(a, b):
-    """True if a and b group voxels the same way (ids may differ)."""
-    _, first = np.unique(a, return_inverse=True)
-    _, second = np.unique(b, return_inverse=True)
-    first, second = first.ravel().astype(np.int64), second.ravel().astype(np.int64)
-    pairs = np.unique(first * (second.max() + 1) + second)
-    return pairs.size == first.max() + 1 == second.max() + 1
+    """True if a and b group voxels the same way (ids may differ): each id of one meets one id of the other."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    a, b = _table_indices(a), _table_indices(b)
+    return _determines(a, b) and _determines(b, a)
+
+
+def _table_indices(ids):
+    """Flat non-negative integers that group the voxels as ``ids`` do (the ids themselves when small)."""
+    ids = ids.ravel()
+    if ids.size and 0 <= ids.min() and ids.max() < 2**24:
+        return ids.astype(np.intp)
+    return np.unique(ids, return_inverse=True)[1].ravel().astype(np.intp)
+
+
+def _determines(first, second):
+    """True if the voxels of each id in ``first`` hold one id in ``second``."""
+    table = np.zeros(int(first.max(initial=0)) + 1, dtype=np.intp)
+    table[first] = second  # one of each id's values; any other value shows below
+    return bool((table[first] == second).all())
 
 
 def run_waterz(affinities, fragments, thresholds, scoring_function=None):

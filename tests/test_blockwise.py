@@ -82,21 +82,23 @@ def checkpoint(tmp_path_factory):
 
 
 def test_blockwise_prediction_equals_whole_volume_prediction(tmp_path, checkpoint):
-    raw = np.random.default_rng(0).integers(0, 255, size=(20, 70, 50), dtype=np.uint8)
+    # 2 x 2 x 2 blocks; the second along each axis reads from inside the volume (its halo is
+    # (14, 24, 24) voxels) and ends at the volume's edge, short of a whole block
+    raw = np.random.default_rng(0).integers(0, 255, size=(20, 60, 50), dtype=np.uint8)
     write_volume(f"{tmp_path / 'raw.h5'}:raw", raw, voxel_size=(20, 10, 10))
     written = predict_blockwise(
         checkpoint,
         f"{tmp_path / 'raw.h5'}:raw",
         f"{tmp_path / 'out.zarr'}/affs",
-        block_shape=(8, 32, 24),
+        block_shape=(16, 32, 32),
         progress=False,
     )
-    assert written.shape == (3, 20, 70, 50)
+    assert written.shape == (3, 20, 60, 50)
     whole = predict_affinities(raw, load_model(checkpoint), tile_shape=None, progress=False)
     np.testing.assert_allclose(read_volume(f"{tmp_path / 'out.zarr'}/affs"), whole, atol=1e-5)
     array = zarr.open_array(str(tmp_path / "out.zarr" / "affs"), mode="r")
-    assert array.chunks == (3, 8, 32, 24)
-    assert list(array.attrs["resolution"]) == [20.0, 10.0, 10.0]
+    assert array.chunks == (3, 16, 32, 32)
+    assert array.attrs["resolution"] == [20.0, 10.0, 10.0]
     assert sorted(p.name for p in (tmp_path / "out.zarr").iterdir()) == ["affs", "zarr.json"]  # no work left
 
 
@@ -135,9 +137,11 @@ def test_blockwise_prediction_cli_and_bad_input(tmp_path, checkpoint, capsys):
     np.testing.assert_allclose(read_volume(out), whole, atol=1e-5)  # the earlier output is untouched
 
 
-@pytest.mark.parametrize("voxel_size", [(10.0, 4.0, 4.0), (40.0, 13.0, 13.0)])
-def test_blockwise_prediction_rescales_like_the_whole_volume(tmp_path, checkpoint, voxel_size):
-    raw = np.random.default_rng(2).integers(0, 255, size=(16, 60, 50), dtype=np.uint8)
+# finer and coarser than the model's (20, 10, 10) nm; each raw shape is rescaled to several blocks per axis:
+# (16, 60, 50) -> (8, 24, 20) voxels, 1 x 2 x 2 blocks; (8, 30, 25) -> (16, 39, 33) voxels, 2 x 3 x 3 blocks
+@pytest.mark.parametrize("voxel_size, shape", [((10.0, 4.0, 4.0), (16, 60, 50)), ((40.0, 13.0, 13.0), (8, 30, 25))])
+def test_blockwise_prediction_rescales_like_the_whole_volume(tmp_path, checkpoint, voxel_size, shape):
+    raw = np.random.default_rng(2).integers(0, 255, size=shape, dtype=np.uint8)
     write_volume(f"{tmp_path / 'raw.h5'}:raw", raw, voxel_size=voxel_size)
     written = predict_blockwise(
         checkpoint,
@@ -177,9 +181,8 @@ def volumes(tmp_path_factory):
     truth = np.where(fragments > 0, fragments % 7 + 1, 0).astype(np.uint64)
     image = (rng.integers(0, 60, size=fragments.shape) + 25 * (truth % 4)).astype(np.uint8)
     folder = tmp_path_factory.mktemp("volumes")
-    write_volume(f"{folder / 'in.zarr'}/affinities", affinities)
-    write_volume(f"{folder / 'in.zarr'}/image", image)
-    write_volume(f"{folder / 'in.zarr'}/boundaries", boundaries)
+    for name, array in (("affinities", affinities), ("image", image), ("boundaries", boundaries)):
+        write_volume(f"{folder / 'in.zarr'}/{name}", array, voxel_size=(25.0, 13.0, 13.0))
     write_volume(f"{folder / 'in.zarr'}/fragments", fragments)
     return {
         "folder": folder,
@@ -348,16 +351,39 @@ def test_blockwise_segmentation_bad_input(tmp_path, volumes, capsys):
 
 def test_blockwise_segmentation_runs_on_a_running_distributed_client(tmp_path, volumes):
     distributed = pytest.importorskip("distributed")
+    from distributed import WorkerPlugin
+
+    class FinishedTasks(WorkerPlugin):
+        """Records the keys of the tasks each worker finished (its public transition hook)."""
+
+        def setup(self, worker):
+            self.keys = []
+
+        def transition(self, key, start, finish, **kwargs):
+            if start == "executing" and finish == "memory":
+                self.keys.append(key)
+
     folder = volumes["folder"] / "in.zarr"
     out = f"{tmp_path / 'out.zarr'}/segmentation"
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
         with distributed.Client(cluster) as client:
+            client.register_plugin(FinishedTasks(), name="finished-tasks")
             segment_blockwise(
                 f"{folder}/affinities", [out], fragments=f"{folder}/fragments", block_shape=BLOCK, progress=False
             )
-            ran = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.task_groups))
-    assert ran > 0  # the tasks went through the cluster's scheduler
+            # the worker records a task before it reports it done, so every finished task is here
+            by_worker = client.run(lambda dask_worker: list(dask_worker.plugins["finished-tasks"].keys))
+            workers = set(client.scheduler_info()["workers"])
+    assert set(by_worker) == workers and len(workers) == 2
+    ran = [key for keys in by_worker.values() for key in keys]
+    # given fragments: two passes (region graph, then relabelling), each block once, all on the cluster's workers
+    every_block = [
+        f"{description}-{block.name}"
+        for description in ("region graph", "segments")
+        for block in blocks(volumes["fragments"].shape, BLOCK)
+    ]
+    assert sorted(ran) == sorted(every_block)
     (expected,) = agglomerate(volumes["affinities"], volumes["fragments"], thresholds=[0.5])
     np.testing.assert_array_equal(read_volume(out), expected)

@@ -31,9 +31,9 @@ def blob_volume(seed: int, shape=(16, 48, 48)) -> TrainingVolume:
     )
 
 
-def small_configs(iterations=30):
+def small_configs(iterations=30, patch_shape=(8, 32, 32)):
     model_config = ModelConfig(base_channels=4, depth=3, voxel_size=VOXEL)
-    train_config = TrainConfig(iterations=iterations, patch_shape=(8, 32, 32), checkpoint_every=10, learning_rate=3e-3)
+    train_config = TrainConfig(iterations=iterations, patch_shape=patch_shape, checkpoint_every=10, learning_rate=3e-3)
     return model_config, train_config
 
 
@@ -74,14 +74,15 @@ def test_masked_loss_ignores_unknown_affinities():
 @pytest.mark.slow
 def test_training_lowers_loss_saves_and_resumes(tmp_path):
     domains = {"blobs": [blob_volume(0), blob_volume(1)]}
-    model_config, train_config = small_configs(iterations=150)
+    # a small patch: 4 x 4 x 4 voxels at the network's bottom (pooling (1, 2, 2), then (2, 2, 2))
+    model_config, train_config = small_configs(iterations=120, patch_shape=(8, 16, 16))
     trainer = Trainer(domains, out_dir=tmp_path, model_config=model_config, train_config=train_config)
-    losses = [trainer.step() for _ in range(150)]
+    losses = [trainer.step() for _ in range(120)]
     assert np.mean(losses[-20:]) < 0.85 * np.mean(losses[:20])
     trainer.save()
     assert (tmp_path / "config.yaml").exists()
     resumed = Trainer(domains, out_dir=tmp_path, model_config=model_config, train_config=train_config)
-    assert resumed.iteration == 150
+    assert resumed.iteration == 120
     model = load_model(tmp_path / "checkpoint.pt")
     for name, tensor in trainer.model.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], tensor)

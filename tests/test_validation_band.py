@@ -86,7 +86,7 @@ def test_catalog_domains_mix_with_real_sets(shared_data):
     assert training["isbi2012"][0].in_plane_only
     # fib-gala's test volume is held out.
     assert len(training["fib-gala"]) == 1 and training["fib-gala"][0].metadata["volume"] == "train"
-    with pytest.raises(NeuropilError, match="no training data left.*150-voxel"):
+    with pytest.raises(NeuropilError, match=r"no training data left.*150-voxel"):
         catalog_domains(["isbi2012"], target_voxel_size=(25, 13, 13), validation_width=150, patch_shape=(8, 32, 32))
 
 

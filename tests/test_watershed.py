@@ -61,7 +61,7 @@ def test_min_size_merges_small_fragments():
     result, max_id = fragments(affinities, threshold=0.5, min_size=30)
     sizes = np.bincount(result.ravel())[1:]
     assert sizes.min() >= 30
-    unmerged, unmerged_max_id = fragments(affinities, threshold=0.5, min_size=0)
+    _unmerged, unmerged_max_id = fragments(affinities, threshold=0.5, min_size=0)
     assert unmerged_max_id > max_id
 
 
@@ -72,7 +72,7 @@ def test_an_object_without_a_seed_is_not_flooded_from_its_neighbour():
     labels[:, :, 12:] = 2
     same = affinities_from_labels(labels).affinities > 0
     affinities = np.where(same, 0.95, 0.1).astype(np.float32)
-    flooded, flooded_max_id = fragments(affinities, flood_threshold=0.0, min_size=5)
+    _flooded, flooded_max_id = fragments(affinities, flood_threshold=0.0, min_size=5)
     assert flooded_max_id == 1  # the old rule: any positive affinity is crossed
     result, max_id = fragments(affinities, min_size=5)
     assert max_id == 2
