@@ -61,7 +61,10 @@ from pydantic import (
 
 from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE
 from neuropil.conventions import METHOD_VOXEL_SIZE, positive_voxel_size
+from neuropil.data.catalog import get_dataset, load_catalog
+from neuropil.data.labels import catalog_domains
 from neuropil.data.sampling import VALIDATION_WIDTH
+from neuropil.data.synth import PRESETS, synthetic_volume
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.files import write_text_atomic
@@ -199,7 +202,6 @@ class SyntheticDomain(BaseModel):
     @field_validator("synthetic")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        from neuropil.data.synth import PRESETS
 
         if value not in PRESETS:
             raise ValueError(f"unknown synthetic preset '{value}'; presets are {sorted(PRESETS)}")
@@ -224,7 +226,6 @@ class DatasetDomain(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        from neuropil.data.catalog import load_catalog
 
         catalog = load_catalog()
         if value not in catalog:
@@ -392,7 +393,6 @@ class ExperimentConfig(Config):
     @field_validator("unseen")
     @classmethod
     def _unseen_presets(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        from neuropil.data.synth import PRESETS
 
         unknown = [name for name in value if name not in PRESETS]
         if unknown:
@@ -568,8 +568,6 @@ def build_domains(config: RunConfig) -> Domains:
         ``training`` and ``validation``: domain name -> volumes (validation may lack a
         domain, e.g. a synthetic one with ``validation_volumes: 0``).
     """
-    from neuropil.data.labels import catalog_domains
-    from neuropil.data.synth import synthetic_volume
 
     target = config.target_voxel_size
     training: dict[str, list[TrainingVolume]] = {}
@@ -590,8 +588,6 @@ def build_domains(config: RunConfig) -> Domains:
             continue
         width = domain.validation_width
         if width is None:
-            from neuropil.data.catalog import get_dataset
-
             width = get_dataset(domain.dataset).validation_width
         loaded_training, loaded_validation = catalog_domains(
             [domain.dataset],

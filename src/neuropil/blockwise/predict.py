@@ -13,6 +13,7 @@ import numpy as np
 
 from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE, Block, blocks, run_blocks
 from neuropil.blockwise.store import finish_output, job_settings, open_array, prepare_output, work_folder, zarr_output
+from neuropil.data.resample import resample_region, resampled_shape
 from neuropil.errors import NeuropilError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ def _model(checkpoint: str, modified: float, device: str):
 def _predict_block(
     block: Block, *, checkpoint: str, modified: float, raw, voxel_size, target_shape, halo, partial: str, device: str
 ) -> None:
-    from neuropil.data.resample import resample_region
     from neuropil.predict import predict_affinities
 
     model = _model(checkpoint, modified, device)
@@ -88,7 +88,6 @@ def predict_blockwise(
         A raw volume that is not 3-D or whose voxel size is unknown, an output that
         is not zarr, a bad block shape.
     """
-    from neuropil.data.resample import resampled_shape
     from neuropil.predict import PredictionWritten, open_raw, round_up
 
     output = zarr_output(out)
