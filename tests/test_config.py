@@ -154,7 +154,9 @@ def test_real_and_synthetic_domains_train_together(shared_data, tmp_path):
     path = write_yaml(tmp_path / "mixed.yaml", config)
     assert main(["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     validation = (tmp_path / "run" / "validation.csv").read_text().splitlines()
-    assert validation[0] == "iteration,domain,loss" and [line.split(",")[1] for line in validation[1:]] == ["isbi2012"]
+    assert validation[0].startswith("iteration,domain,loss,") and [line.split(",")[1] for line in validation[1:]] == [
+        "isbi2012"
+    ]
 
 
 def test_train_command_trains_saves_config_and_resumes(tmp_path):
@@ -445,7 +447,8 @@ def test_segment_config_mirrors_the_segment_pipeline():
     from neuropil.config import SegmentConfig
     from neuropil.segment import segment
 
-    options = non_array_options(segment, "voxel_size", "fragment_ids", "model", "image", "mask")
+    # the offsets describe the input's channels (stored with the affinities), like its voxel size
+    options = non_array_options(segment, "voxel_size", "fragment_ids", "model", "image", "mask", "offsets")
     assert list(SegmentConfig.model_fields) == list(options)
     assert SegmentConfig().model_dump() == {**options, "thresholds": tuple(options["thresholds"])}
 

@@ -140,3 +140,109 @@ def test_batch_normalized_network_is_the_default_and_differs_in_train_and_eval()
         training = network.train()(x)
         evaluation = network.eval()(x)
     assert not torch.allclose(training, evaluation)
+
+
+RUN_UNTIL_KILLED = """
+import sys
+import torch
+sys.path.insert(0, {tests!r})
+from test_train import exact_resume_run
+torch.set_num_threads({threads})
+exact_resume_run({out!r}).train(progress=False)
+"""
+
+
+def exact_resume_run(out_dir) -> Trainer:
+    """The tiny run of the exact-resume test (augmented, checkpoint every 3 iterations)."""
+    model_config = ModelConfig(base_channels=2, depth=2, voxel_size=VOXEL)
+    train_config = TrainConfig(iterations=16, patch_shape=(8, 16, 16), checkpoint_every=3, learning_rate=3e-3)
+    volumes = {"a": [blob_volume(0, shape=(8, 32, 32))], "b": [blob_volume(1, shape=(8, 32, 32))]}
+    return Trainer(volumes, out_dir=out_dir, model_config=model_config, train_config=train_config)
+
+
+@pytest.mark.slow
+def test_a_run_killed_between_checkpoints_resumes_to_bit_identical_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    killed = tmp_path / "killed"
+    script = RUN_UNTIL_KILLED.format(tests=str(Path(__file__).parent), threads=torch.get_num_threads(), out=str(killed))
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not (killed / "checkpoint.pt").exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    stopped_at = torch.load(killed / "checkpoint.pt", weights_only=True)["iteration"]
+    assert 3 <= stopped_at < 16  # killed after a checkpoint, before the end
+    resumed = exact_resume_run(killed)
+    assert resumed.iteration == stopped_at
+    resumed.train(progress=False)
+    straight = exact_resume_run(tmp_path / "straight")
+    straight.train(progress=False)
+    weights = straight.model.state_dict()
+    for name, tensor in resumed.model.state_dict().items():
+        assert torch.equal(tensor, weights[name]), name
+    lines = (killed / "log.csv").read_text().splitlines()
+    assert lines[0] == "iteration,loss,learning_rate,time,samples_per_second"
+    assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, 17))
+    # the same losses and rates, row by row (times and speeds differ)
+    straight_lines = (tmp_path / "straight" / "log.csv").read_text().splitlines()
+    assert [line.split(",")[:3] for line in lines] == [line.split(",")[:3] for line in straight_lines]
+
+
+def test_warmup_ramps_the_rate_linearly_then_follows_the_schedule(tmp_path):
+    model_config, _ = small_configs()
+    volumes = {"blobs": [blob_volume(0)]}
+    for schedule in ("constant", "cosine"):
+        plain = TrainConfig(
+            iterations=100, patch_shape=(8, 32, 32), learning_rate=1e-3, learning_rate_schedule=schedule
+        )
+        warm = plain.model_copy(update={"warmup_iterations": 4})
+        trainers = [
+            Trainer(volumes, out_dir=tmp_path / f"{schedule}{i}", model_config=model_config, train_config=c)
+            for i, c in enumerate((plain, warm))
+        ]
+        for iteration in (0, 1, 3, 4, 50):
+            for trainer in trainers:
+                trainer.iteration = iteration
+            factor = (iteration + 1) / 4 if iteration < 4 else 1.0
+            assert trainers[1].learning_rate() == pytest.approx(factor * trainers[0].learning_rate())
+    assert trainers[0].learning_rate() == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # no warm-up by default
+    with pytest.raises(ValueError, match="warmup_iterations"):
+        TrainConfig(warmup_iterations=-1)
+
+
+def test_a_time_budget_saves_and_stops_and_counts_over_resumes(tmp_path, caplog):
+    import datetime
+    import logging
+
+    model_config, _ = small_configs()
+    volumes = {"blobs": [blob_volume(0)]}
+    budgeted = TrainConfig(iterations=50, patch_shape=(8, 16, 16), checkpoint_every=20, max_minutes=1e-6)
+    caplog.set_level(logging.WARNING)
+    Trainer(volumes, out_dir=tmp_path, model_config=model_config, train_config=budgeted).train(progress=False)
+    # the first step spends the budget of 60 microseconds: saved at iteration 1, not 50
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 1
+    assert "time budget of 1e-06 minutes spent at iteration 1" in caplog.text
+    again = Trainer(volumes, out_dir=tmp_path, model_config=model_config, train_config=budgeted)
+    assert again.training_seconds > 60e-6
+    again.train(progress=False)
+    assert again.iteration == 1  # the budget counts the time before the resume too
+    unlimited = budgeted.model_copy(update={"max_minutes": None, "iterations": 3})
+    Trainer(volumes, out_dir=tmp_path, model_config=model_config, train_config=unlimited).train(progress=False)
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert lines[0] == "iteration,loss,learning_rate,time,samples_per_second"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(row[0]) for row in rows] == [1, 2, 3]
+    times = [datetime.datetime.fromisoformat(row[3]) for row in rows]
+    assert times == sorted(times) and all(t.tzinfo is not None for t in times)
+    assert all(float(row[4]) > 0 for row in rows)
+    assert float(rows[0][2]) == pytest.approx(budgeted.learning_rate)  # iteration 0 of the cosine schedule

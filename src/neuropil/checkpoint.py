@@ -39,6 +39,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def merge_threshold(path: str | os.PathLike) -> float | None:
+    """The merge threshold calibrated on the run's validation volumes, or None (no validation, or an older checkpoint).
+
+    Chosen by :class:`neuropil.train.Trainer` at the checkpoint: the threshold of
+    mean-affinity agglomeration with the lowest mean VOI over the validation volumes.
+    """
+    threshold = load_checkpoint(path).get("merge_threshold")
+    return None if threshold is None else float(threshold)
+
+
 def load_model(path: str | os.PathLike, *, device: str = "cpu") -> UNet3D:
     """The trained model stored in a checkpoint, in eval mode."""
     state = load_checkpoint(path)

@@ -296,8 +296,8 @@ class RunConfig(Config):
 class SegmentConfig(Config):
     """The options of :func:`neuropil.segment.segment`, field for field.
 
-    The arrays (affinities, given fragments, mask, image), the merge classifier and the
-    voxel size belong to the input, not to the configuration.
+    The arrays (affinities, given fragments, mask, image), the merge classifier, the
+    voxel size and the offsets of the channels belong to the input, not to the configuration.
     """
 
     what: ClassVar[str] = "a segmentation configuration"

@@ -14,6 +14,7 @@ doi:10.3389/fnana.2015.00142
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -221,3 +222,21 @@ def evaluate(
         arand_recall=recall,
         n_voxels=int(table.sum()),
     )
+
+
+THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * step, 2) for step in range(1, 20))
+"""Merge thresholds a calibration tries by default: 0.05, 0.10, ..., 0.95."""
+
+
+def best_threshold(results: Sequence[Sequence[Scores]], thresholds: Sequence[float]) -> float:
+    """The threshold with the lowest mean VOI (split + merge) over volumes (the first of equals).
+
+    Parameters
+    ----------
+    results : one sequence of scores per volume, one score per threshold
+    thresholds : the thresholds the scores are for, in their order
+    """
+    if not results or any(len(per_volume) != len(thresholds) for per_volume in results) or not thresholds:
+        raise NeuropilError(f"best_threshold needs one score per threshold ({len(thresholds)}) for each volume")
+    mean_voi = np.mean([[s.voi for s in per_volume] for per_volume in results], axis=0)
+    return float(thresholds[int(np.argmin(mean_voi))])

@@ -17,7 +17,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
-from neuropil.conventions import METHOD_VOXEL_SIZE, NEAREST_NEIGHBOURS, positive_voxel_size
+from neuropil.conventions import METHOD_VOXEL_SIZE, NEAREST_NEIGHBOURS, check_offsets, positive_voxel_size
 from neuropil.errors import NeuropilError
 
 
@@ -46,7 +46,11 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     in_channels: int = 1
-    offsets: tuple[tuple[int, int, int], ...] = NEAREST_NEIGHBOURS
+    offsets: Annotated[tuple[tuple[int, int, int], ...], AfterValidator(check_offsets)] = NEAREST_NEIGHBOURS
+    """One output channel per offset ``(z, y, x)``, pointing backwards: the three nearest
+    neighbours first (segmentation reads channels 0-2), then any long-range ones, e.g.
+    ``(0, -3, 0), (0, 0, -3), (0, -9, 0), (0, 0, -9), (-2, 0, 0)``
+    (:func:`neuropil.conventions.check_offsets`)."""
     base_channels: int = 12
     channel_factor: int = 2
     depth: int = 4

@@ -21,7 +21,7 @@ import torch
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from neuropil.checkpoint import load_model
+from neuropil.checkpoint import load_model, merge_threshold
 from neuropil.data.catalog import raw_in_catalog
 from neuropil.data.resample import resample
 from neuropil.data.volumes import normalize_raw
@@ -30,6 +30,22 @@ from neuropil.io import Volume, open_volume, write_volume
 from neuropil.model import UNet3D
 
 logger = logging.getLogger(__name__)
+
+ATTRIBUTE = "neuropil"
+"""The attribute of written affinities that describes them (:func:`prediction_attributes`)."""
+
+
+def prediction_attributes(model: UNet3D, threshold: float | None) -> dict:
+    """What is stored on predicted affinities: ``{"neuropil": {"offsets": [...], "merge_threshold": t}}``.
+
+    ``offsets`` are the model's (one per channel, (z, y, x) voxels); ``merge_threshold``,
+    present only when the checkpoint carries one, is the calibrated threshold of
+    mean-affinity agglomeration that ``neuropil segment`` uses when given none.
+    """
+    described: dict = {"offsets": [[int(v) for v in offset] for offset in model.config.offsets]}
+    if threshold is not None:
+        described["merge_threshold"] = float(threshold)
+    return {ATTRIBUTE: described}
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -184,7 +200,8 @@ def predict_file(
     raw : volume address (``file.h5:key``, ``dir.zarr/key``, ``stack.tif``, a folder of
         slices) or catalog name
     out : output address; receives (c, z, y, x) float32 affinities at the model's voxel
-        size, written atomically with the voxel size stored
+        size, written atomically with the voxel size and :func:`prediction_attributes`
+        (the offsets and the checkpoint's calibrated merge threshold) stored
     voxel_size : (z, y, x) nm of ``raw``, optional; must agree with the file's if it has one
     tile_shape : (z, y, x) voxels per tile (see :func:`predict_affinities`)
 
@@ -207,7 +224,13 @@ def predict_file(
         logger.info("rescaling %s from %s nm to the model's %s nm", raw, input_voxel_size, model_voxel_size)
         image = resample(image, voxel_size=input_voxel_size, target_voxel_size=model_voxel_size, kind="image")
     affinities = predict_affinities(image, model, tile_shape=tile_shape, device=device, progress=progress)
-    written = write_volume(out, affinities.astype(np.float32, copy=False), voxel_size=model_voxel_size)
+    threshold = merge_threshold(checkpoint)
+    written = write_volume(
+        out,
+        affinities.astype(np.float32, copy=False),
+        voxel_size=model_voxel_size,
+        attributes=prediction_attributes(model, threshold),
+    )
     return PredictionWritten(str(written), tuple(affinities.shape), model_voxel_size, input_voxel_size)
 
 

@@ -58,7 +58,9 @@ def affinities_from_labels(
         Object ids; 0 means no object (see ``label_zero``).
     offsets : sequence of int tuples
         One per output channel, pointing backwards by convention (``(-1, 0, 0)`` is the
-        voxel one section above).
+        voxel one section above); any length: a long-range offset such as ``(0, -9, 0)``
+        relates voxels 9 rows apart, 1 only when both are the same object, whatever lies
+        between them. Pairs whose partner is outside the volume are masked.
     label_zero : LabelZero
         ``boundary`` or ``extracellular``: affinities touching 0 are known and 0.
         ``unknown``: affinities touching 0 are masked out.
@@ -66,7 +68,8 @@ def affinities_from_labels(
         Voxels whose label can be trusted (e.g. labelled objects of a partially labelled
         volume); a pair is known only when both voxels are.
     in_plane_only : bool
-        Labels are 2-D per section: affinities across sections (offset z != 0) are unknown.
+        Labels are 2-D per section: affinities across sections (every offset with a z
+        component) are unknown.
 
     Returns
     -------
@@ -83,6 +86,11 @@ def affinities_from_labels(
         known = np.asarray(known, dtype=bool)
         if known.shape != labels.shape:
             raise NeuropilError(f"known-voxel mask shape {known.shape} does not match labels shape {labels.shape}")
+    for offset in offsets:
+        if len(offset) != labels.ndim:
+            raise NeuropilError(f"offset {tuple(offset)} has {len(offset)} axes, the labels have {labels.ndim}")
+        if not any(offset):
+            raise NeuropilError(f"offset {tuple(offset)} relates a voxel to itself")
     affinities = np.zeros((len(offsets), *labels.shape), dtype=np.float32)
     mask = np.zeros_like(affinities)
     for channel, offset in enumerate(offsets):

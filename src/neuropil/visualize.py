@@ -26,15 +26,31 @@ def affinity_colormap():
     return LinearSegmentedColormap.from_list("neuropil_affinity", AFFINITY_COLOURS)
 
 
+def in_plane_channels(offsets, n_channels: int) -> list[int]:
+    """The channels of the in-plane nearest neighbours, ``(0, -1, 0)`` and ``(0, 0, -1)``.
+
+    Pictures show these only: long-range channels (e.g. ``(0, -9, 0)``) are 0 on a band
+    as wide as their offset around every boundary, which would blur the picture.
+    """
+    offsets = [tuple(int(v) for v in offset) for offset in offsets]
+    if len(offsets) != n_channels:
+        raise NeuropilError(f"{len(offsets)} offsets for {n_channels} affinity channels")
+    channels = [c for c, offset in enumerate(offsets) if offset[0] == 0 and sum(abs(v) for v in offset) == 1]
+    if not channels:
+        raise NeuropilError(f"no in-plane nearest-neighbour offset (0, -1, 0) or (0, 0, -1) among {offsets}")
+    return channels
+
+
 def in_plane_affinity(affinities: NDArray, offsets) -> NDArray[np.float32]:
-    """Mean of the in-plane (z offset 0) channels, ``(z, y, x)``."""
-    channels = [c for c, offset in enumerate(offsets) if offset[0] == 0]
+    """Mean of the in-plane nearest-neighbour channels (:func:`in_plane_channels`), ``(z, y, x)``."""
+    channels = in_plane_channels(offsets, len(affinities))
     return affinities[channels].mean(axis=0)
 
 
 def in_plane_target(target_affinities: NDArray, target_mask: NDArray, offsets) -> tuple[NDArray, NDArray]:
-    """``(z, y, x)`` ground-truth affinity 1 only where every in-plane channel is 1, and where all are known."""
-    channels = [c for c, offset in enumerate(offsets) if offset[0] == 0]
+    """``(z, y, x)`` ground-truth affinity 1 only where both in-plane nearest-neighbour channels are 1,
+    and where both are known."""
+    channels = in_plane_channels(offsets, len(target_affinities))
     return target_affinities[channels].min(axis=0), target_mask[channels].min(axis=0)
 
 
@@ -78,7 +94,8 @@ def figure_slice(
     path : path of the image (format from its suffix), written atomically
     raw : (z, y, x) ndarray of uint8, or float in [0, 1]
     affinities : (c, z, y, x) ndarray of float32 in [0, 1]
-        Predicted; the in-plane channels (z offset 0) are averaged.
+        Predicted; the in-plane nearest-neighbour channels are averaged (long-range
+        channels, if any, are not shown).
     target_affinities, target_mask : (c, z, y, x) ndarray of float32
         Ground-truth affinities and where they are known (:func:`neuropil.targets.affinities_from_labels`).
     offsets : sequence of (z, y, x) int offsets, one per channel

@@ -71,7 +71,9 @@ def predict_blockwise(
     ----------
     checkpoint : path of a ``checkpoint.pt`` from :class:`neuropil.train.Trainer`
     raw : address of the raw volume (any readable format) or catalog name
-    out : zarr address ``dir.zarr/key`` of the (c, z, y, x) float32 affinities
+    out : zarr address ``dir.zarr/key`` of the (c, z, y, x) float32 affinities, with the
+        attributes of :func:`neuropil.predict.prediction_attributes` (the calibrated merge
+        threshold when the checkpoint carries one)
     block_shape : (z, y, x) voxels per block, rounded up to the model's pooling grid
     voxel_size : (z, y, x) nm of ``raw`` when its file stores none
     device : torch device of every task
@@ -88,7 +90,8 @@ def predict_blockwise(
         A raw volume that is not 3-D or whose voxel size is unknown, an output that
         is not zarr, a bad block shape.
     """
-    from neuropil.predict import PredictionWritten, open_raw, round_up
+    from neuropil.checkpoint import merge_threshold
+    from neuropil.predict import PredictionWritten, open_raw, prediction_attributes, round_up
 
     output = zarr_output(out)
     checkpoint = str(Path(checkpoint).resolve())
@@ -141,7 +144,7 @@ def predict_blockwise(
         num_workers=num_workers,
         progress=progress,
     )
-    finish_output(output, model_voxel_size)
+    finish_output(output, model_voxel_size, prediction_attributes(model, merge_threshold(checkpoint)))
     shutil.rmtree(work_folder(output))
     return PredictionWritten(str(output.container / output.key), shape, model_voxel_size, input_voxel_size)
 

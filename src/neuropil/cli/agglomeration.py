@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
@@ -11,7 +14,11 @@ def add_parser(subparsers) -> None:
     train = commands.add_parser(
         "train",
         help="train a merge classifier by agglomerating fragments against ground truth",
-        description="Train a merge classifier; the model is written as an .npz file (no pickle).",
+        description=(
+            "Train a merge classifier; the model is written as an .npz file (no pickle). It carries the merge "
+            "threshold of lowest VOI on the training volume (0.05, 0.10, ..., 0.95), which `neuropil segment "
+            "--method learned` uses when given no --threshold."
+        ),
     )
     train.add_argument("--fragments", required=True, metavar="F", help="address of the fragments")
     source = train.add_mutually_exclusive_group(required=True)
@@ -27,18 +34,28 @@ def add_parser(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from neuropil.evaluate import THRESHOLD_GRID, best_threshold, evaluate
     from neuropil.io import read_volume
+    from neuropil.segment import agglomerate
     from neuropil.segment.learned import train
 
     volume = read_volume(args.boundaries or args.affinities)
+    fragments, ground_truth = read_volume(args.fragments), read_volume(args.gt)
+    image = read_volume(args.image) if args.image else None
     model = train(
         volume,
-        read_volume(args.fragments),
-        read_volume(args.gt),
-        image=read_volume(args.image) if args.image else None,
+        fragments,
+        ground_truth,
+        image=image,
         epochs=args.epochs,
         n_estimators=args.trees,
         random_state=args.seed,
     )
-    model.save(args.out)
+    # the threshold is chosen on the training volume, as benchmarks/agglomeration.py does
+    segmented = agglomerate(volume, fragments, method="learned", thresholds=THRESHOLD_GRID, model=model, image=image)
+    threshold = best_threshold([[evaluate(s, ground_truth) for s in segmented]], THRESHOLD_GRID)
+    logger.info("merge threshold %g: lowest VOI on the training volume", threshold)
+    dataclasses.replace(model, merge_threshold=threshold).save(args.out)
     return 0

@@ -12,7 +12,9 @@ def add_parser(subparsers) -> None:
         description=(
             "Predict nearest-neighbour affinities (c, z, y, x; 1 = same object) of RAW with CHECKPOINT and "
             "write them as float32 to OUT at the model's voxel size (stored in OUT). RAW is rescaled to the "
-            "model's voxel size when its own (from the file, the catalog or --voxel-size) differs."
+            "model's voxel size when its own (from the file, the catalog or --voxel-size) differs. OUT's "
+            "'neuropil' attribute holds the offsets and the merge threshold calibrated on the run's validation "
+            "volumes (when the checkpoint carries one), which `neuropil segment` uses when given no --threshold."
         ),
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt from `neuropil train`")

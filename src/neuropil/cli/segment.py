@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from neuropil.cli.predict import add_blockwise_arguments
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+"""The merge threshold without --threshold when neither the input nor the classifier carries one."""
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +32,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--method", default="mean", choices=("learned", "mean", "quantile", "mutex"))
     parser.add_argument("--model", metavar="M", help="merge classifier from `neuropil agglomeration train`")
     parser.add_argument("--image", metavar="I", help="address of the raw image, for a classifier trained with one")
-    parser.add_argument("--threshold", type=float, nargs="+", default=[0.5], metavar="T", help="merge thresholds")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        nargs="+",
+        metavar="T",
+        help="merge thresholds (default: the classifier's with --method learned, else the calibrated one stored on "
+        "affinities from `neuropil predict` with --method mean, else 0.5)",
+    )
     parser.add_argument("--quantile", type=int, default=50, help="percentile of the quantile method")
     parser.add_argument(
         "--flood-threshold",
@@ -60,6 +73,37 @@ def output_addresses(output: str, thresholds: list[float]) -> list[str]:
     return [f"{stem}_t{t:g}.{suffix}" if dot else f"{output}_t{t:g}" for t in thresholds]
 
 
+def default_threshold(method: str, model, attributes: dict, source: str) -> float:
+    """The merge threshold without --threshold: the classifier's (learned), the input's calibrated one (mean), or 0.5.
+
+    ``attributes`` are the input's (:attr:`neuropil.io.Volume.attributes`); ``neuropil
+    predict`` stores the checkpoint's calibrated threshold there
+    (:func:`neuropil.predict.prediction_attributes`). Each choice is logged.
+    """
+    if method == "learned":
+        if model.merge_threshold is not None:
+            logger.info("merge threshold %g: the classifier's, chosen on its training volume", model.merge_threshold)
+            return float(model.merge_threshold)
+        logger.info("merge threshold %g (default): the classifier carries none", DEFAULT_THRESHOLD)
+        return DEFAULT_THRESHOLD
+    described = attributes.get("neuropil")
+    stored = described.get("merge_threshold") if isinstance(described, dict) else None
+    if stored is None:
+        logger.info("merge threshold %g (default): %s stores no calibrated threshold", DEFAULT_THRESHOLD, source)
+        return DEFAULT_THRESHOLD
+    if method != "mean":
+        logger.info(
+            "merge threshold %g (default): the threshold stored on %s (%g) is calibrated for --method mean, not %s",
+            DEFAULT_THRESHOLD,
+            source,
+            stored,
+            method,
+        )
+        return DEFAULT_THRESHOLD
+    logger.info("merge threshold %g: calibrated on the model's validation volumes, stored on %s", stored, source)
+    return float(stored)
+
+
 def run(args: argparse.Namespace) -> int:
     from neuropil.errors import NeuropilError
     from neuropil.io import open_volume, read_volume, write_volume
@@ -71,14 +115,19 @@ def run(args: argparse.Namespace) -> int:
         if not args.model:
             raise NeuropilError("--method learned needs --model (from `neuropil agglomeration train`)")
         model = MergeClassifier.load(args.model)
-    outputs = output_addresses(args.output, args.threshold)
+    thresholds = args.threshold
+    if thresholds is None:
+        with open_volume(args.input) as volume:
+            attributes = volume.attributes
+        thresholds = [default_threshold(args.method, model, attributes, args.input)]
+    outputs = output_addresses(args.output, thresholds)
     if args.block:
         from neuropil.blockwise import segment_blockwise
 
         segment_blockwise(
             args.input,
             outputs,
-            thresholds=args.threshold,
+            thresholds=thresholds,
             voxel_size=args.voxel_size,
             fragments=args.fragments,
             method=args.method,
@@ -102,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     result = segment(
         values,
         voxel_size=voxel_size,
-        thresholds=args.threshold,
+        thresholds=thresholds,
         method=args.method,
         fragment_ids=read_volume(args.fragments) if args.fragments else None,
         quantile=args.quantile,

@@ -43,17 +43,25 @@ class TrainingVolume:
         if self.raw.size == 0:
             raise NeuropilError(f"{where}: empty volume")
 
-    def targets(self, offsets, *, labels: NDArray | None = None, known: NDArray | None = None):
+    def targets(
+        self,
+        offsets,
+        *,
+        labels: NDArray | None = None,
+        known: NDArray | None = None,
+        label_zero: LabelZero | str | None = None,
+    ):
         """Affinity targets under this volume's label semantics.
 
         ``labels`` and ``known`` default to the whole volume's; pass a (possibly augmented)
-        patch of them to get the patch's targets.
+        patch of them to get the patch's targets, with the patch's ``label_zero`` when
+        augmentation changed what label 0 means (default: the volume's).
         """
 
         return affinities_from_labels(
             self.labels if labels is None else labels,
             offsets=offsets,
-            label_zero=self.label_zero,
+            label_zero=self.label_zero if label_zero is None else label_zero,
             known=self.known if labels is None else known,
             in_plane_only=self.in_plane_only,
         )
@@ -73,13 +81,24 @@ class TrainingVolume:
 
 
 class Patch(NamedTuple):
+    """A training patch cut from a volume, as drawn and as augmentation leaves it."""
+
     raw: NDArray[np.float32]
     """(z, y, x) in [0, 1]."""
     labels: NDArray[np.uint64]
+    """(z, y, x) object ids."""
     known: NDArray[np.bool_] | None
+    """(z, y, x) voxels whose labels can be trusted (None: all)."""
     domain: str
     volume: int
+    """Index of the volume in its domain."""
     offset: tuple[int, int, int]
+    """(z, y, x) voxel of the volume at the patch's origin."""
+    label_zero: LabelZero | None = None
+    """What label 0 means in this patch; None: its volume's. Opening extracellular gaps makes it
+    ``extracellular`` (see :mod:`neuropil.train.augment`)."""
+    augmentations: tuple[str, ...] = ()
+    """What augmentation applied, in order, for people (e.g. ``"flip zx"``, ``"missing z=3"``)."""
 
 
 def normalize_raw(raw: NDArray) -> NDArray[np.float32]:

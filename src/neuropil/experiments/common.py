@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from neuropil.config import CONFIG_FOLDER, ExperimentConfig
 from neuropil.data.synth import PRESETS, SynthDomain, synthetic_volume
 from neuropil.data.volumes import TrainingVolume
 from neuropil.evaluate import Scores, evaluate
+from neuropil.evaluate import best_threshold as best_threshold  # used by the demo and the study
 from neuropil.segment import segment
 
 
@@ -45,18 +45,6 @@ def segmentations(affinities: NDArray, config: ExperimentConfig) -> list[NDArray
 def scores_per_threshold(segmented: list[NDArray[np.uint64]], volume: TrainingVolume) -> list[Scores]:
     """The scores of each segmentation against the volume's labels."""
     return [evaluate(segmentation, volume.labels) for segmentation in segmented]
-
-
-def best_threshold(results: list[list[Scores]], thresholds: Sequence[float]) -> float:
-    """The threshold with the lowest mean VOI (split + merge) over volumes.
-
-    Parameters
-    ----------
-    results : one list of scores per volume, one score per threshold
-    thresholds : the thresholds the scores are for, in their order
-    """
-    mean_voi = np.mean([[s.voi for s in per_volume] for per_volume in results], axis=0)
-    return float(thresholds[int(np.argmin(mean_voi))])
 
 
 def agglomeration_words(config: ExperimentConfig) -> str:

@@ -19,7 +19,8 @@ class Backend:
     """One open array: ``shape``, ``dtype``, ``chunks``, metadata, and ``read(region)``.
 
     ``voxel_size`` and ``offset`` are in nanometres, z-first, or None where the file
-    stores none.
+    stores none. ``attributes`` are the array's own metadata as JSON-like values
+    (None where a format has none).
     """
 
     shape: tuple[int, ...]
@@ -27,6 +28,7 @@ class Backend:
     chunks: tuple[int, ...] | None = None
     voxel_size: tuple[float, ...] | None = None
     offset: tuple[float, ...] | None = None
+    attributes: dict | None = None
 
     def read(self, region: tuple[slice, ...]) -> NDArray:  # pragma: no cover - interface
         raise NotImplementedError

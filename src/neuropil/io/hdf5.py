@@ -7,6 +7,7 @@ z-first, as ilastik and Fiji). ``offset`` is read like ``resolution``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -41,6 +42,7 @@ class Hdf5Backend(Backend):
         self.dtype = self.dataset.dtype
         self.chunks = self.dataset.chunks
         attrs = self.dataset.attrs
+        self.attributes = _attributes(attrs)
         ndim = len(self.shape)
         units = axis_units(attrs.get("units"))
         try:
@@ -61,6 +63,35 @@ class Hdf5Backend(Backend):
         self.file.close()
 
 
+def _attributes(attrs) -> dict:
+    """A dataset's attributes as JSON-like values; ones h5py cannot read (exotic types) are left out."""
+    values = {}
+    for name in attrs:
+        try:
+            values[name] = _attribute_value(attrs[name])
+        except (OSError, TypeError, ValueError):
+            continue
+    return values
+
+
+def _attribute_value(value):
+    """An HDF5 attribute as a JSON-like value: arrays as lists, and mappings written as JSON text decoded."""
+    import h5py
+
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, h5py.Empty):
+        return None
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def is_neuroproof_groundtruth(where: VolumeAddress) -> bool:
     """Whether ``where`` is a NeuroProof ``groundtruth.h5`` (``stack`` and ``transforms``) named without a key."""
     if where.kind != "hdf5" or where.key is not None:
@@ -74,8 +105,12 @@ def is_neuroproof_groundtruth(where: VolumeAddress) -> bool:
         return False
 
 
-def write_hdf5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression) -> None:
-    """Write ``array`` as dataset ``where.key`` (default ``data``) into a copy of the file, then rename it."""
+def write_hdf5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression, attributes=None) -> None:
+    """Write ``array`` as dataset ``where.key`` (default ``data``) into a copy of the file, then rename it.
+
+    ``attributes`` (name -> JSON-like value) are stored on the dataset; mappings as JSON
+    text, which :class:`Hdf5Backend` decodes.
+    """
     import h5py
 
     key = where.key or "data"
@@ -92,6 +127,8 @@ def write_hdf5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, comp
             dataset = file.create_dataset(key, data=array, chunks=chunked, compression=compression if chunked else None)
             if voxel_size is not None:
                 dataset.attrs["resolution"] = np.asarray(voxel_size, dtype=np.float64)
+            for name, value in (attributes or {}).items():
+                dataset.attrs[name] = json.dumps(value) if isinstance(value, dict) else value
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -83,6 +83,7 @@ class N5Backend(Backend):
             raise NeuropilError(f"{where}: N5 compression '{compression.get('type')}' is not supported")
         self.compression = compression
         self.chunks = self.block
+        self.attributes = attributes
         ndim = len(self.shape)
         units = _reversed_units(axis_units(attributes.get("units")))
         if "resolution" in attributes:
@@ -140,8 +141,13 @@ class N5Backend(Backend):
         return dense[tuple(slice(None, None, s.step) for s in region)]
 
 
-def write_n5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression: str = "gzip") -> None:
-    """Write ``array`` as N5 dataset ``where.key`` (default ``data``) under a temporary name, then move it."""
+def write_n5(
+    where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compression: str = "gzip", attributes=None
+) -> None:
+    """Write ``array`` as N5 dataset ``where.key`` (default ``data``) under a temporary name, then move it.
+
+    ``attributes`` (name -> JSON-like value) go into the dataset's ``attributes.json``.
+    """
     key = where.key or "data"
     dtype = np.dtype(array.dtype)
     if dtype.kind not in "uif" or dtype.itemsize > 8:
@@ -155,16 +161,16 @@ def write_n5(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, compre
     temporary = where.path / f"{key}.partial"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
-    attributes = {
+    metadata = {
         "dimensions": list(reversed(array.shape)),
         "blockSize": [max(1, b) for b in reversed(block)],
         "dataType": dtype.name,
         "compression": {"type": compression, "useZlib": False} if compression == "gzip" else {"type": compression},
     }
     if voxel_size is not None:
-        attributes["resolution"] = [float(v) for v in reversed(voxel_size)]
+        metadata["resolution"] = [float(v) for v in reversed(voxel_size)]
     try:
-        _write_n5_blocks(temporary, array, attributes, block, compression, where)
+        _write_n5_blocks(temporary, array, {**(attributes or {}), **metadata}, block, compression, where)
     except BaseException:
         remove_path(temporary)
         raise

@@ -94,6 +94,10 @@ class Volume:
         Position of voxel 0 in nanometres, where the file stores one.
     chunks : tuple of int or None
         The storage chunk shape; reading whole chunks is fastest.
+    attributes : dict
+        The array's own metadata (HDF5 dataset attributes, zarr attributes, N5
+        ``attributes.json``; empty for TIFF and slices), e.g. ``neuropil`` as
+        :func:`neuropil.predict.predict_file` writes it.
 
     A volume holds an open file; use it as a context manager or call :meth:`close`.
     It pickles (without the handle) so data-loader workers can each reopen it.
@@ -118,6 +122,7 @@ class Volume:
         self.dtype: np.dtype = np.dtype(backend.dtype).newbyteorder("=")
         self.chunks = backend.chunks
         self.offset = backend.offset
+        self.attributes: dict = dict(backend.attributes or {})
         stored = backend.voxel_size
         if voxel_size is not None:
             given = tuple(float(v) for v in voxel_size)
@@ -259,6 +264,7 @@ def write_volume(
     chunks: tuple[int, ...] | None = None,
     compression: str | None = "gzip",
     zarr_format: int | None = None,
+    attributes: dict | None = None,
 ) -> VolumeAddress:
     """Write ``array`` to ``address`` atomically: to a temporary name first, then renamed.
 
@@ -273,6 +279,9 @@ def write_volume(
         HDF5 filter (N5: gzip or raw). zarr uses its default codec.
     zarr_format : {2, 3}, optional
         zarr format version; zarr's default (3) when None.
+    attributes : dict, optional
+        Metadata (name -> JSON-like value) stored on the array (HDF5, zarr, N5), read
+        back as :attr:`Volume.attributes`; a TIFF cannot hold them (a warning says so).
     """
     # An existing dir.zarr is a container, not a folder of slices: parse the address as given.
     where = parse_address(address)
@@ -281,11 +290,15 @@ def write_volume(
     array = np.asarray(array)
     where.path.parent.mkdir(parents=True, exist_ok=True)
     if where.kind == "hdf5":
-        write_hdf5(where, array, voxel_size=voxel_size, chunks=chunks, compression=compression)
+        write_hdf5(where, array, voxel_size=voxel_size, chunks=chunks, compression=compression, attributes=attributes)
     elif where.kind == "zarr" and where.is_n5:
-        write_n5(where, array, voxel_size=voxel_size, chunks=chunks, compression=compression or "raw")
+        write_n5(
+            where, array, voxel_size=voxel_size, chunks=chunks, compression=compression or "raw", attributes=attributes
+        )
     elif where.kind == "zarr":
-        write_zarr(where, array, voxel_size=voxel_size, chunks=chunks, zarr_format=zarr_format)
+        write_zarr(where, array, voxel_size=voxel_size, chunks=chunks, zarr_format=zarr_format, attributes=attributes)
     else:
+        if attributes:
+            logger.warning("%s: a TIFF stores no attributes; %s not written", where, ", ".join(attributes))
         write_tiff(where, array, voxel_size=voxel_size)
     return where

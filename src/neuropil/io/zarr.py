@@ -105,6 +105,7 @@ class ZarrBackend(Backend):
         self.shape = tuple(node.shape)
         self.dtype = np.dtype(node.dtype)
         self.chunks = tuple(node.chunks)
+        self.attributes = _zarr_attributes(node)
         ndim = len(self.shape)
         if multiscales and level_path is not None:
             for multiscale in multiscales:
@@ -131,8 +132,11 @@ class ZarrBackend(Backend):
         return np.asarray(self.array[region])
 
 
-def write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zarr_format=None) -> None:
-    """Write ``array`` as ``where.key`` (default ``data``) under a temporary name, then move it into place."""
+def write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zarr_format=None, attributes=None) -> None:
+    """Write ``array`` as ``where.key`` (default ``data``) under a temporary name, then move it into place.
+
+    ``attributes`` (name -> JSON-like value) are stored on the array.
+    """
     import zarr
 
     key = where.key or "data"
@@ -147,6 +151,8 @@ def write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zarr
         target[...] = array
         if voxel_size is not None:
             target.attrs["resolution"] = [float(v) for v in voxel_size]
+        for name, value in (attributes or {}).items():
+            target.attrs[name] = value
     except BaseException:
         remove_path(temporary)
         raise

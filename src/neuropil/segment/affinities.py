@@ -1,8 +1,11 @@
 """Affinity inputs of the segmentation stages: checked affinities, and affinities from a boundary map.
 
 Nearest-neighbour affinities are ``(c, z, y, x)``, channel ``c`` relating voxel ``p``
-and ``p`` minus one voxel along axis ``c`` (1 = same object). A boundary map is
-``(z, y, x)`` (1 = boundary, like gala's p1).
+and ``p`` minus one voxel along axis ``c`` (1 = same object). A model may predict
+more channels (long-range offsets, :func:`neuropil.conventions.check_offsets`); they
+follow the nearest neighbours, so the segmentation stages read channels 0-2 and
+leave the others to the methods that ask for them. A boundary map is ``(z, y, x)``
+(1 = boundary, like gala's p1).
 """
 
 from __future__ import annotations
@@ -60,6 +63,18 @@ def shifted_slices(ndim: int, axis: int, start: int) -> tuple[slice, ...]:
 
 
 def check_affinities(affinities: NDArray) -> NDArray[np.float32]:
+    """The nearest-neighbour channels of affinities, checked, as contiguous float32.
+
+    Parameters
+    ----------
+    affinities : (c, z, y, x) or (c, y, x) ndarray of float
+        At least one channel per axis; channels ``0..ndim-1`` are the nearest neighbours,
+        further channels (long-range ones) are dropped.
+
+    Returns
+    -------
+    (ndim, z, y, x) ndarray of float32
+    """
     affinities = np.asarray(affinities)
     if affinities.ndim not in (3, 4) or affinities.shape[0] < affinities.ndim - 1:
         raise NeuropilError(
@@ -91,7 +106,8 @@ def mean_affinity(affinities: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def as_affinities(affinities_or_boundaries: NDArray) -> NDArray[np.float32]:
-    """Nearest-neighbour affinities from a 4-D affinity or a 3-D boundary array, checked."""
+    """Nearest-neighbour affinities ``(3, z, y, x)`` from a 4-D affinity array (its channels 0-2,
+    :func:`check_affinities`) or a 3-D boundary map, checked."""
     array = np.asarray(affinities_or_boundaries)
     if array.ndim == 3:
         # the mean keeps the boundary values of both sides of each contact

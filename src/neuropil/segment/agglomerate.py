@@ -165,13 +165,16 @@ def agglomerate(
     quantile: int = 50,
     model=None,
     image: NDArray | None = None,
+    offsets: Sequence[Sequence[int]] | None = None,
 ) -> list[NDArray[np.uint64]]:
     """Segmentations of the fragments at each threshold, from one run.
 
     Parameters
     ----------
     affinities : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
-        Nearest-neighbour affinities (1 = same object), or a boundary map (1 = boundary).
+        Affinities (1 = same object) whose channels 0-2 are the nearest neighbours
+        (further channels, e.g. long-range ones, are ignored unless ``offsets`` are given
+        to ``"mutex"``), or a boundary map (1 = boundary).
     fragments : (z, y, x) ndarray of int
         Fragment ids; 0 = no fragment (stays 0).
     method : {"mean", "quantile", "learned", "mutex"}
@@ -186,6 +189,11 @@ def agglomerate(
         Needed by ``"learned"``.
     image : (z, y, x) ndarray, optional
         Raw image, for a classifier trained with the image channel.
+    offsets : sequence of (z, y, x) int offsets, optional
+        One per channel of ``affinities`` (nearest neighbours first, then long-range
+        ones). ``"mutex"`` then adds repulsive edges from the long-range channels
+        (:func:`neuropil.segment.mutex.mutex_watershed`); the other methods read
+        channels 0-2 only, with or without offsets.
 
     Returns
     -------
@@ -204,8 +212,7 @@ def agglomerate(
     if method == "mutex":
         if image is not None:
             raise NeuropilError("an image is only used by the learned method, not 'mutex'")
-
-        return [mutex_watershed(affinities, fragments, threshold=t) for t in thresholds]
+        return [mutex_watershed(affinities, fragments, threshold=t, offsets=offsets) for t in thresholds]
     run = agglomeration(
         affinities, fragments, method=method, stop=max(thresholds), quantile=quantile, model=model, image=image
     )

@@ -31,7 +31,10 @@ that the few pairs of large regions, whose wrong merges dominate the error, coun
 more than the many pairs of small fragments.
 
 The classifier is stored as flat tree arrays in an ``.npz`` file with JSON metadata,
-read without pickle and bounds-checked before use.
+read without pickle and bounds-checked before use. The metadata may carry the merge
+threshold chosen on the training volume (``neuropil agglomeration train`` stores it;
+``neuropil segment --method learned`` uses it when given no ``--threshold``); files
+without one load with none.
 
 Reference: Nunez-Iglesias, J. et al. (2013). PLoS ONE 8(8), e71715.
 doi:10.1371/journal.pone.0071715
@@ -75,6 +78,8 @@ class MergeClassifier:
     feature_names: tuple[str, ...]
     image: bool = False
     """Whether the classifier uses the image channel (then every use needs the image)."""
+    merge_threshold: float | None = None
+    """The merge probability threshold chosen on its training volume (lowest VOI), if one was."""
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the forest arrays and metadata to an ``.npz`` file (no pickle)."""
@@ -85,6 +90,8 @@ class MergeClassifier:
             "image": self.image,
             "feature_names": list(self.feature_names),
         }
+        if self.merge_threshold is not None:
+            metadata["merge_threshold"] = float(self.merge_threshold)
         path = Path(path)
         if not path.parent.is_dir():
             raise NeuropilError(f"{path}: folder {path.parent} does not exist")
@@ -126,7 +133,10 @@ class MergeClassifier:
             roots=arrays["roots"].astype(np.int64),
         )
         _check_forest(forest, len(names), path)
-        return cls(forest, n_bins, names, image)
+        threshold = metadata.get("merge_threshold")
+        if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+            raise NeuropilError(f"{path}: stored merge threshold {threshold!r} is not a number in [0, 1]")
+        return cls(forest, n_bins, names, image, None if threshold is None else float(threshold))
 
     def probability(self, features: NDArray) -> NDArray[np.float64]:
         """(n,) P(same object) for an (n, n_features) array of features."""

@@ -90,6 +90,7 @@ def segment(
     quantile: int = 50,
     model=None,
     image: NDArray | None = None,
+    offsets: Sequence[Sequence[int]] | None = None,
     fragment_threshold: float = 0.5,
     flood_threshold: float | None = None,
     min_size: int = 20,
@@ -110,8 +111,9 @@ def segment(
         Agglomeration method.
     fragment_ids : (z, y, x) ndarray of int, optional
         Given fragments (0 = no fragment); default: :func:`fragments` of ``values``.
-    quantile, model, image
-        Passed to :func:`neuropil.segment.agglomerate.agglomerate`.
+    quantile, model, image, offsets
+        Passed to :func:`neuropil.segment.agglomerate.agglomerate` (``offsets``: of every
+        channel of ``values``, for the mutex method's long-range repulsion).
     fragment_threshold, flood_threshold, min_size, mask
         Passed to :func:`fragments` as ``threshold``, ``flood_threshold``, ``min_size``, ``mask``.
 
@@ -133,7 +135,14 @@ def segment(
         check_voxel_size(voxel_size, 3)
     thresholds = tuple(float(t) for t in thresholds)
     segmentations = agglomerate(
-        values, fragment_ids, method=method, thresholds=thresholds, quantile=quantile, model=model, image=image
+        values,
+        fragment_ids,
+        method=method,
+        thresholds=thresholds,
+        quantile=quantile,
+        model=model,
+        image=image,
+        offsets=offsets,
     )
     return Segmentation(np.asarray(fragment_ids, dtype=np.uint64), segmentations, thresholds)
 

@@ -1,37 +1,63 @@
 """Training: masked binary cross-entropy on affinities, Adam, multi-domain batches.
 
 A run lives in one folder: ``config.yaml`` (how it was made), ``checkpoint.pt`` (the
-latest state, written atomically), ``log.csv`` (training loss per iteration) and, when
-validation volumes are given, ``validation.csv`` (their loss at every checkpoint).
+latest state, written atomically), ``log.csv`` (per iteration: training loss, learning
+rate, UTC time at its end and samples per second of its step) and, when
+validation volumes are given, ``validation.csv`` and ``best.pt``.
+
+Validation is by segmentation: at every checkpoint each validation volume is predicted,
+segmented through :func:`neuropil.segment.segment` (watershed fragments, mean-affinity
+agglomeration) at every threshold of ``TrainConfig.thresholds`` and scored with
+:func:`neuropil.evaluate.evaluate`. The threshold with the lowest mean VOI over all
+validation volumes is the checkpoint's calibrated ``merge_threshold`` (which
+``neuropil predict`` writes on the affinities and ``neuropil segment`` uses);
+``validation.csv`` holds, per checkpoint and domain, the loss and the VOI split, VOI
+merge and ARAND at that threshold. ``best.pt`` is the checkpoint of lowest mean VOI.
+
 Starting again in the same folder resumes from the checkpoint; an interrupted run saves
-before it stops.
+before it stops. The checkpoint holds the random states (numpy's of the sampler and of
+the augmentation, torch's), so a run killed between checkpoints and resumed ends with
+the same weights, bit for bit, as one never stopped; the rows of ``log.csv`` and
+``validation.csv`` after the checkpoint are dropped and written again.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal, NamedTuple, TextIO
 
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tqdm.auto import tqdm
 
 from neuropil.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from neuropil.data.sampling import MultiDomainSampler
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
+from neuropil.evaluate import THRESHOLD_GRID, Scores, best_threshold, evaluate
 from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig, UNet3D
-from neuropil.train.augment import augment
-from neuropil.train.loss import masked_bce_loss, validation_loss
+from neuropil.predict import predict_affinities
+from neuropil.segment import segment
+from neuropil.train.augment import AugmentConfig, augment, augment_config
+from neuropil.train.loss import affinity_loss, masked_bce_loss
 
 logger = logging.getLogger(__name__)
+
+BEST = "best.pt"
+"""The checkpoint of lowest mean validation VOI, beside :data:`neuropil.checkpoint.CHECKPOINT`."""
+LOG_COLUMNS = ("iteration", "loss", "learning_rate", "time", "samples_per_second")
+"""Columns of ``log.csv``: ``time`` is UTC (ISO 8601) at the end of the iteration; samples/s of its step."""
+VALIDATION_COLUMNS = ("iteration", "domain", "loss", "threshold", "voi_split", "voi_merge", "arand")
+"""Columns of ``validation.csv``; the scores are at the checkpoint's calibrated threshold."""
 
 
 class TrainConfig(BaseModel):
@@ -47,9 +73,15 @@ class TrainConfig(BaseModel):
     learning_rate_schedule: Literal["constant", "cosine"] = "cosine"
     """``cosine`` decays the rate to ``final_learning_rate_fraction`` of it at the last iteration."""
     final_learning_rate_fraction: float = 0.1
+    warmup_iterations: int = Field(default=0, ge=0)
+    """The rate grows linearly over this many first iterations to the schedule's (0: no warm-up)."""
+    max_minutes: float | None = Field(default=None, gt=0)
+    """Training time budget over the whole run (resumes included): save and stop once exceeded."""
     balance_classes: bool = True
     """Weight boundary (0) and same-object (1) affinities equally within each batch."""
-    augment: bool = True
+    augment: AugmentConfig = AugmentConfig()
+    """Augmentation probabilities and ranges (:class:`~neuropil.train.augment.AugmentConfig`);
+    ``true`` is its defaults, ``false`` none."""
     weights: dict[str, float] | None = None
     """Domain sampling weights; uniform when not given (the method's choice)."""
     seed: int = 0
@@ -59,6 +91,20 @@ class TrainConfig(BaseModel):
     """Score the validation volumes at every checkpoint (``validation.csv``)."""
     validation_shape: tuple[int, int, int] | None = (32, 128, 128)
     """(z, y, x) at most of each validation volume scored (its centre); None: all of it."""
+    thresholds: tuple[float, ...] = THRESHOLD_GRID
+    """Merge thresholds of the validation's mean-affinity agglomeration; the best is the calibrated one."""
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_switch(cls, value):
+        return augment_config(value)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _threshold_grid(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or not all(0.0 <= t <= 1.0 for t in value):
+            raise ValueError("needs at least one merge threshold, each in [0, 1]")
+        return value
 
 
 def config_error(error: ValidationError, where: str) -> NeuropilError:
@@ -77,6 +123,87 @@ def centre_crop(volume: TrainingVolume, shape: Sequence[int] | None) -> Training
     return volume.crop(region, part="centre", crop=[(r.start, r.stop) for r in region])
 
 
+class VolumeValidation(NamedTuple):
+    """How a model does on one validation volume."""
+
+    loss: float
+    """Masked binary cross-entropy of its affinities (nats per affinity, :func:`affinity_loss`)."""
+    scores: list[Scores]
+    """Segmentation scores at each merge threshold, in the order given."""
+
+
+def validate_volume(
+    model: UNet3D, volume: TrainingVolume, *, thresholds: Sequence[float], balance: bool = True, device: str = "cpu"
+) -> VolumeValidation:
+    """Predict ``volume``, segment it at every threshold and score it against its labels.
+
+    Parameters
+    ----------
+    model : UNet3D
+        Predicted in exact tiles (:func:`neuropil.predict.predict_affinities`), in eval mode.
+    volume : TrainingVolume
+        At the model's voxel size; its ``known`` mask, when given, limits the scored voxels.
+    thresholds : sequence of float
+        Merge thresholds of :func:`neuropil.segment.segment` (``method="mean"``).
+    balance : bool
+        Class-balance the loss as in training.
+
+    Returns
+    -------
+    VolumeValidation
+    """
+    affinities = predict_affinities(volume.raw, model, progress=False, device=device)
+    loss = affinity_loss(affinities, volume, model.config.offsets, balance=balance)
+    segmented = segment(affinities, voxel_size=volume.voxel_size, thresholds=thresholds, method="mean")
+    scores = [evaluate(s, volume.labels, mask=volume.known) for s in segmented.segmentations]
+    return VolumeValidation(loss, scores)
+
+
+class Validation(NamedTuple):
+    """The validation of one checkpoint."""
+
+    losses: dict[str, float]
+    """Mean loss per validation domain."""
+    scores: dict[str, list[list[Scores]]]
+    """Per domain, per volume, the scores at each threshold."""
+    threshold: float
+    """The calibrated merge threshold: lowest mean VOI over all validation volumes."""
+    voi: float
+    """That mean VOI (bits, split + merge)."""
+
+    def rows(self, iteration: int, thresholds: Sequence[float]) -> list[str]:
+        """The ``validation.csv`` lines (:data:`VALIDATION_COLUMNS`): per domain, means at the threshold."""
+        index = list(thresholds).index(self.threshold)
+        lines = []
+        for name, per_volume in self.scores.items():
+            chosen = [scores[index] for scores in per_volume]
+            split, merge, arand = (
+                float(np.mean([getattr(s, f) for s in chosen])) for f in ("voi_split", "voi_merge", "arand")
+            )
+            lines.append(
+                f"{iteration},{name},{self.losses[name]:.5f},{self.threshold:g},{split:.5f},{merge:.5f},{arand:.5f}\n"
+            )
+        return lines
+
+
+def kept_rows(path: Path, header: str, iteration: int) -> str:
+    """``header`` and the complete rows of the CSV at ``path`` whose first field is at most ``iteration``.
+
+    A run that stopped between checkpoints (a crash, not an interrupt) wrote rows of
+    iterations the checkpoint does not hold; they are done again, so their rows are
+    dropped rather than repeated (with a second header when no checkpoint was reached).
+    Rows of a file with fewer columns (an older version's) are padded with empty fields.
+    """
+    columns = header.count(",") + 1
+    rows = [header + "\n"]
+    if path.exists():
+        for line in path.read_text().splitlines(keepends=True)[1:]:
+            first = line.split(",", 1)[0]
+            if line.endswith("\n") and first.isdigit() and int(first) <= iteration:
+                rows.append(line[:-1] + "," * max(columns - 1 - line.count(","), 0) + "\n")
+    return "".join(rows)
+
+
 class Trainer:
     """Trains one :class:`UNet3D` on patches from several domains, resumable from ``out_dir``.
 
@@ -86,7 +213,8 @@ class Trainer:
     out_dir : folder of the run
     model_config, train_config
     validation : mapping of domain name to volumes, optional
-        Scored with :func:`validation_loss` at every checkpoint (``validation.csv``).
+        Segmented and scored at every checkpoint (:func:`validate_volume`, ``validation.csv``);
+        they calibrate the checkpoint's merge threshold and choose ``best.pt``.
     run_config : mapping, optional
         The whole run's configuration (e.g. :class:`neuropil.config.RunConfig` dumped),
         saved as ``config.yaml`` and in the checkpoint instead of ``model`` and ``train`` only.
@@ -131,14 +259,18 @@ class Trainer:
                 f"training volumes have voxel sizes {sorted(voxel_sizes)} but the model is for "
                 f"{model_config.voxel_size}; resample them first"
             )
-        _, y, x = model_config.voxel_size
-        self.transpose_xy = y == x
         self.device = torch.device(train_config.device)
         # Module.to accepts memory_format (documented), but torch's stubs list no overload with it.
         self.model: UNet3D = model.to(self.device).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.learning_rate)
         self.iteration = 0
         self.rng = np.random.default_rng(train_config.seed + 1)
+        self.merge_threshold: float | None = None
+        """The calibrated merge threshold of the last validation (None without validation volumes)."""
+        self.best_voi = math.inf
+        """The lowest mean validation VOI of the run's checkpoints so far (that of ``best.pt``)."""
+        self.training_seconds = 0.0
+        """Wall time spent in :meth:`train` so far, over the whole run (``max_minutes`` counts it)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if (self.out_dir / CHECKPOINT).exists():
             self._resume()
@@ -159,67 +291,121 @@ class Trainer:
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.iteration = int(state["iteration"])
-        self.sampler.rng = np.random.default_rng(self.config.seed + 7919 * self.iteration)
-        self.rng = np.random.default_rng(self.config.seed + 1 + 7919 * self.iteration)
+        threshold = state.get("merge_threshold")
+        self.merge_threshold = None if threshold is None else float(threshold)
+        self.best_voi = float(state.get("best_voi", math.inf))
+        self.training_seconds = float(state.get("training_seconds", 0.0))
+        states = state.get("random_states")
+        if states is None:  # written before random states were stored: reseeded from the iteration
+            self.sampler.rng = np.random.default_rng(self.config.seed + 7919 * self.iteration)
+            self.rng = np.random.default_rng(self.config.seed + 1 + 7919 * self.iteration)
+        else:
+            self.sampler.rng.bit_generator.state = states["sampler"]
+            self.rng.bit_generator.state = states["augment"]
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and self.device.type == "cuda":
+                torch.cuda.set_rng_state(states["cuda"], self.device)
         logger.info("resuming from iteration %d", self.iteration)
+
+    def random_states(self) -> dict:
+        """The generators' states: the sampler's and the augmentation's (numpy), torch's (and CUDA's)."""
+        states = {
+            "sampler": self.sampler.rng.bit_generator.state,
+            "augment": self.rng.bit_generator.state,
+            "torch": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def state(self) -> dict:
+        """What a checkpoint holds: configurations, weights, optimizer, iteration and calibration."""
+        return {
+            "model_config": self.model_config.model_dump(mode="json"),
+            "train_config": self.config.model_dump(mode="json"),
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "merge_threshold": self.merge_threshold,
+            "best_voi": self.best_voi,
+            "training_seconds": self.training_seconds,
+            "random_states": self.random_states(),
+            **({"run_config": self.run_config} if self.run_config is not None else {}),
+        }
 
     def save(self) -> Path:
         path = self.out_dir / CHECKPOINT
-        save_checkpoint(
-            path,
-            {
-                "model_config": self.model_config.model_dump(mode="json"),
-                "train_config": self.config.model_dump(mode="json"),
-                "model_state": self.model.state_dict(),
-                "optimizer_state": self.optimizer.state_dict(),
-                "iteration": self.iteration,
-                **({"run_config": self.run_config} if self.run_config is not None else {}),
-            },
-        )
+        save_checkpoint(path, self.state())
         return path
 
-    def validate(self) -> dict[str, float]:
-        """Mean :func:`validation_loss` per validation domain (empty without validation volumes)."""
-        losses = {
-            name: float(
-                np.mean(
-                    [
-                        validation_loss(
-                            self.model, volume, balance=self.config.balance_classes, device=self.config.device
-                        )
-                        for volume in volumes
-                    ]
+    def validate(self) -> Validation | None:
+        """Segment and score every validation volume; append to ``validation.csv`` (None without volumes)."""
+        if not self.validation:
+            return None
+        thresholds = self.config.thresholds
+        losses, scores = {}, {}
+        for name, volumes in self.validation.items():
+            results = [
+                validate_volume(
+                    self.model,
+                    volume,
+                    thresholds=thresholds,
+                    balance=self.config.balance_classes,
+                    device=self.config.device,
                 )
-            )
-            for name, volumes in self.validation.items()
-        }
-        if losses:
-            path = self.out_dir / "validation.csv"
-            new = not path.exists()
-            with path.open("a") as log:
-                if new:
-                    log.write("iteration,domain,loss\n")
-                for name, loss in losses.items():
-                    log.write(f"{self.iteration},{name},{loss:.5f}\n")
-            logger.info(
-                "iteration %d validation loss: %s", self.iteration, ", ".join(f"{n} {v:.4f}" for n, v in losses.items())
-            )
-        return losses
+                for volume in volumes
+            ]
+            losses[name] = float(np.mean([result.loss for result in results]))
+            scores[name] = [result.scores for result in results]
+        every_volume = [per_volume for per_domain in scores.values() for per_volume in per_domain]
+        threshold = best_threshold(every_volume, thresholds)
+        index = list(thresholds).index(threshold)
+        voi = float(np.mean([per_volume[index].voi for per_volume in every_volume]))
+        validation = Validation(losses, scores, threshold, voi)
+        path = self.out_dir / "validation.csv"
+        if not path.exists():
+            path.write_text(",".join(VALIDATION_COLUMNS) + "\n")
+        with path.open("a") as log:
+            log.writelines(validation.rows(self.iteration, thresholds))
+        logger.info(
+            "iteration %d validation: loss %s; VOI %.3f at threshold %g",
+            self.iteration,
+            ", ".join(f"{n} {v:.4f}" for n, v in losses.items()),
+            voi,
+            threshold,
+        )
+        return validation
 
     def checkpoint(self) -> Path:
-        """Save, then score the validation volumes."""
-        path = self.save()
-        self.validate()
-        return path
+        """Score the validation volumes, then save with the calibrated threshold; keep the best as ``best.pt``.
+
+        ``best.pt`` is written before ``checkpoint.pt``, so a run stopped between the two
+        writes it again when it resumes.
+        """
+        validation = self.validate()
+        if validation is not None:
+            self.merge_threshold = validation.threshold
+            if validation.voi < self.best_voi:
+                self.best_voi = validation.voi
+                save_checkpoint(self.out_dir / BEST, self.state())
+        return self.save()
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raws, targets, masks = [], [], []
         for _ in range(self.config.batch_size):
             patch = self.sampler.sample()
             volume = self.sampler.domains[patch.domain][patch.volume]
-            if self.config.augment:
-                patch = augment(patch, rng=self.rng, transpose_xy=self.transpose_xy)
-            target = volume.targets(self.model_config.offsets, labels=patch.labels, known=patch.known)
+            patch = augment(
+                patch,
+                self.config.augment,
+                voxel_size=volume.voxel_size,
+                label_zero=volume.label_zero,
+                in_plane_only=volume.in_plane_only,
+                rng=self.rng,
+            )
+            target = volume.targets(
+                self.model_config.offsets, labels=patch.labels, known=patch.known, label_zero=patch.label_zero
+            )
             raws.append(patch.raw[None])
             targets.append(target.affinities)
             masks.append(target.mask)
@@ -230,8 +416,13 @@ class Trainer:
         return tensor(raws), tensor(targets), tensor(masks)
 
     def learning_rate(self) -> float:
-        """The rate for the current iteration; a function of the iteration only, so resuming keeps it."""
+        """The rate for the current iteration; a function of the iteration only, so resuming keeps it.
+
+        The schedule's rate, times ``(iteration + 1) / warmup_iterations`` during the warm-up.
+        """
         rate = self.config.learning_rate
+        if self.config.warmup_iterations and self.iteration < self.config.warmup_iterations:
+            rate *= (self.iteration + 1) / self.config.warmup_iterations
         if self.config.learning_rate_schedule == "constant":
             return rate
         progress = min(self.iteration / max(self.config.iterations, 1), 1.0)
@@ -256,36 +447,47 @@ class Trainer:
         return float(loss.item())
 
     def _open_log(self) -> TextIO:
-        """``log.csv`` for appending, holding the rows up to the current iteration only.
+        """``log.csv`` for appending, holding the rows up to the current iteration only (:func:`kept_rows`).
 
-        A run that stopped between checkpoints (a crash, not an interrupt) logged iterations
-        the checkpoint does not hold; they are done again, so their rows are dropped rather
-        than repeated (with a second header when no checkpoint was reached).
+        ``validation.csv``, when there is one, is cut back to the current iteration too.
         """
+        validation = self.out_dir / "validation.csv"
+        if validation.exists():
+            write_text_atomic(validation, kept_rows(validation, ",".join(VALIDATION_COLUMNS), self.iteration))
         path = self.out_dir / "log.csv"
-        rows = ["iteration,loss\n"]
-        if path.exists():
-            for line in path.read_text().splitlines(keepends=True)[1:]:
-                iteration = line.split(",", 1)[0]
-                if line.endswith("\n") and iteration.isdigit() and int(iteration) <= self.iteration:
-                    rows.append(line)
-        write_text_atomic(path, "".join(rows))
+        write_text_atomic(path, kept_rows(path, ",".join(LOG_COLUMNS), self.iteration))
         return path.open("a", buffering=1)
 
     def train(self, *, progress: bool = True) -> UNet3D:
-        """Run until ``iterations``; saves every ``checkpoint_every`` and when interrupted."""
+        """Run until ``iterations`` or the ``max_minutes`` budget; saves every ``checkpoint_every``, at the end
+        and when interrupted."""
         log = self._open_log()
         bar = tqdm(
             total=self.config.iterations, initial=self.iteration, desc="training", disable=not progress, unit="it"
         )
+        budget = math.inf if self.config.max_minutes is None else 60.0 * self.config.max_minutes
         try:
-            while self.iteration < self.config.iterations:
+            while self.iteration < self.config.iterations and self.training_seconds < budget:
+                start = time.monotonic()
+                rate = self.learning_rate()
                 loss = self.step()
-                log.write(f"{self.iteration},{loss:.5f}\n")
+                seconds = time.monotonic() - start
+                self.training_seconds += seconds
+                now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+                speed = self.config.batch_size / max(seconds, 1e-9)
+                log.write(f"{self.iteration},{loss:.5f},{rate:.6g},{now},{speed:.3f}\n")
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if self.iteration % self.config.checkpoint_every == 0:
                     self.checkpoint()
+                    self.training_seconds += time.monotonic() - start - seconds
+            if self.iteration < self.config.iterations:
+                logger.warning(
+                    "time budget of %g minutes spent at iteration %d; checkpoint saved, raise train.max_minutes "
+                    "and run again to continue",
+                    self.config.max_minutes,
+                    self.iteration,
+                )
         except KeyboardInterrupt:
             self.save()
             logger.warning("interrupted at iteration %d; checkpoint saved, run again to resume", self.iteration)
