@@ -225,3 +225,26 @@ def test_pictures_of_long_range_predictions_are_drawn(tmp_path):
         offsets=LONG_RANGE,
     )
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_segment_command_gives_the_mutex_the_offsets_stored_on_its_input(tmp_path):
+    from neuropil.cli import main
+    from neuropil.io import read_volume, write_volume
+
+    affinities, fragments, _ = _two_objects_with_a_leaky_contact()
+    offsets = [*NEAREST_NEIGHBOURS, (0, 0, -3)]
+    common = ["--fragments", f"{tmp_path / 'in.zarr'}/fragments", "--method", "mutex", "--threshold", "0.5"]
+    write_volume(f"{tmp_path / 'in.zarr'}/fragments", fragments)
+    write_volume(f"{tmp_path / 'in.zarr'}/bare", affinities)
+    write_volume(
+        f"{tmp_path / 'in.zarr'}/stored",
+        affinities,
+        attributes={"neuropil": {"offsets": [list(offset) for offset in offsets]}},
+    )
+    assert main(["segment", f"{tmp_path / 'in.zarr'}/stored", f"{tmp_path / 'out.zarr'}/stored", *common]) == 0
+    assert main(["segment", f"{tmp_path / 'in.zarr'}/bare", f"{tmp_path / 'out.zarr'}/bare", *common]) == 0
+    (long_range,) = agglomerate(affinities, fragments, method="mutex", thresholds=[0.5], offsets=offsets)
+    (nearest,) = agglomerate(affinities, fragments, method="mutex", thresholds=[0.5])
+    np.testing.assert_array_equal(read_volume(f"{tmp_path / 'out.zarr'}/stored"), long_range)
+    np.testing.assert_array_equal(read_volume(f"{tmp_path / 'out.zarr'}/bare"), nearest)  # no offsets: as before
+    assert not np.array_equal(long_range, nearest)

@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     with open_volume(args.input, voxel_size=args.voxel_size) as volume:
         values = volume.read()
         voxel_size = volume.voxel_size
+        attributes = volume.attributes
     if voxel_size is None and not args.fragments:
         raise NeuropilError(f"{args.input}: the file stores no voxel size; give --voxel-size Z Y X (nm)")
     if voxel_size is not None:
@@ -157,8 +158,27 @@ def run(args: argparse.Namespace) -> int:
         quantile=args.quantile,
         model=model,
         image=read_volume(args.image) if args.image else None,
+        offsets=long_range_offsets(args.method, values, attributes, args.input),
         flood_threshold=args.flood_threshold,
     )
     for address, segmentation in zip(outputs, result.segmentations):
         write_volume(address, segmentation, voxel_size=voxel_size)
     return 0
+
+
+def long_range_offsets(method: str, values, attributes: dict, where: str) -> list | None:
+    """The offsets of every channel, stored by ``neuropil predict``, for the mutex method's long-range repulsion.
+
+    None (the nearest neighbours alone) for other methods, for three channels, or when the
+    input stores no offsets.
+    """
+    if method != "mutex" or values.ndim != 4 or values.shape[0] <= 3:
+        return None
+    stored = (attributes.get("neuropil") or {}).get("offsets") if isinstance(attributes, dict) else None
+    if stored is None:
+        logger.info(
+            "%s: %d channels but no offsets stored; the mutex uses the nearest neighbours", where, values.shape[0]
+        )
+        return None
+    logger.info("%s: the mutex uses all %d channels (offsets %s)", where, values.shape[0], stored)
+    return [tuple(int(v) for v in offset) for offset in stored]
