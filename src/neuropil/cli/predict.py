@@ -10,7 +10,8 @@ def add_parser(subparsers) -> None:
         "predict",
         help="predict affinities of a volume with a trained checkpoint",
         description=(
-            "Predict nearest-neighbour affinities (c, z, y, x; 1 = same object) of RAW with CHECKPOINT and "
+            "Predict affinities (c, z, y, x; 1 = same object; one channel per model offset, the nearest "
+            "neighbours first) of RAW with CHECKPOINT and "
             "write them as float32 to OUT at the model's voxel size (stored in OUT). RAW is rescaled to the "
             "model's voxel size when its own (from the file, the catalog or --voxel-size) differs. OUT's "
             "'neuropil' attribute holds the offsets and the merge threshold calibrated on the run's validation "

@@ -19,7 +19,9 @@ def add_parser(subparsers) -> None:
         help="agglomerate fragments into segments (mean, quantile, learned or mutex)",
         description=(
             "Segment a volume. A 3-D input is a boundary map (1 = boundary); a 4-D (c, z, y, x) input is "
-            "nearest-neighbour affinities (1 = same object). Fragments come from --fragments or a watershed."
+            "affinities (1 = same object), channels 0-2 the nearest neighbours (the watershed and the greedy "
+            "methods use these; mutex also the long-range channels whose offsets are stored on the input). "
+            "Fragments come from --fragments or a watershed."
         ),
     )
     parser.add_argument("input", metavar="AFFS_OR_BOUNDARIES", help="address of affinities or a boundary map")
