@@ -189,7 +189,7 @@ def _relabel_block(block: Block, *, source: _Source, mapping: str, partials: lis
     present, node = graph.node_indices(source.fragment_ids(block.write))
     rows = np.asarray(table[:, np.searchsorted(ids, present)])
     for row, partial in enumerate(partials):
-        open_array(partial)[block.write] = graph._paint(node.ravel(), rows[row]).reshape(node.shape)
+        open_array(partial)[block.write] = graph.paint(node, rows[row])
 
 
 def segment_blockwise(

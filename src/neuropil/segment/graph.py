@@ -48,7 +48,7 @@ class Contacts:
 
     def paint(self, node_ids: NDArray[np.uint64]) -> NDArray[np.uint64]:
         """Volume with each voxel's ``node_ids[node]`` (0 where there is no fragment)."""
-        return _paint(self.node.ravel(), np.asarray(node_ids, dtype=np.uint64)).reshape(self.node.shape)
+        return paint(self.node, node_ids)
 
     def edge_sums(self, weights: NDArray | None = None) -> NDArray[np.float64]:
         """(n_edges,) sum of ``weights`` (one per contact; 1 if not given) over each edge."""
@@ -150,6 +150,11 @@ def contact_values(contacts: Contacts, values: NDArray[np.float32]) -> NDArray[n
     values3 = values.reshape((values.shape[0],) + node3.shape)
     _, out = _contact_keys(node3, values3, 3 - node.ndim, max(contacts.n_nodes, 1), contacts.start)
     return out
+
+
+def paint(node: NDArray[np.int64], node_ids: NDArray) -> NDArray[np.uint64]:
+    """``node_ids[node]`` for each voxel of a node-index volume (from :func:`node_indices`), 0 where ``node`` is -1."""
+    return _paint(node.ravel(), np.asarray(node_ids, dtype=np.uint64)).reshape(node.shape)
 
 
 def node_indices(fragments: NDArray) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
