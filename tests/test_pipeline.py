@@ -56,7 +56,9 @@ def test_cli_api_and_blockwise_give_the_same_fragments_and_keep_the_voxel_size(t
     cli_out = f"{tmp_path / 'cli.zarr'}/seg"
     assert main(["segment", source, cli_out, "--threshold", "0"]) == 0
     block_out = f"{tmp_path / 'block.zarr'}/seg"
-    segment_blockwise(source, [block_out], thresholds=[0.0], block_shape=values.shape[-3:], progress=False)
+    segment_blockwise(
+        source, [block_out], thresholds=[0.0], block_shape=values.shape[-3:], scheduler="synchronous", progress=False
+    )
     for address in (cli_out, block_out):
         np.testing.assert_array_equal(read_volume(address), expected)
         with open_volume(address) as written:
