@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
+import blobs
 from neuropil.checkpoint import load_checkpoint
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
@@ -16,23 +16,12 @@ from neuropil.model import ModelConfig
 from neuropil.train import TrainConfig, Trainer
 from neuropil.train.trainer import VALIDATION_COLUMNS, validate_volume
 
-VOXEL = (20.0, 10.0, 10.0)
+VOXEL = blobs.VOXEL
 
 
 def blob_volume(seed: int, shape=(8, 32, 32)) -> TrainingVolume:
     """Cells around random seeds, separated by dark one-voxel boundaries."""
-    rng = np.random.default_rng(seed)
-    seeds = np.zeros(shape, np.int32)
-    for index in range(1, 9):
-        seeds[tuple(rng.integers(0, s) for s in shape)] = index
-    _, nearest = ndimage.distance_transform_edt(seeds == 0, sampling=VOXEL, return_indices=True)
-    labels = seeds[tuple(nearest)].astype(np.uint64)
-    boundary = ndimage.grey_erosion(labels, size=(1, 3, 3)) != ndimage.grey_dilation(labels, size=(1, 3, 3))
-    labels[boundary] = 0
-    raw = np.where(boundary, 40, 180) + rng.normal(0, 10, shape)
-    return TrainingVolume(
-        raw=np.clip(raw, 0, 255).astype(np.uint8), labels=labels, voxel_size=VOXEL, name=f"blobs{seed}"
-    )
+    return blobs.blob_volume(seed, shape=shape, cells=8)
 
 
 def scores(*vois: float) -> list[Scores]:

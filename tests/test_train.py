@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
+import blobs
 from neuropil.checkpoint import load_model
 from neuropil.data.sampling import MultiDomainSampler
 from neuropil.data.volumes import TrainingVolume
@@ -11,24 +11,12 @@ from neuropil.model import ModelConfig, UNet3D, downsample_factors_for
 from neuropil.train import TrainConfig, Trainer
 from neuropil.train.loss import masked_bce_loss
 
-VOXEL = (20.0, 10.0, 10.0)
+VOXEL = blobs.VOXEL
 
 
 def blob_volume(seed: int, shape=(16, 48, 48)) -> TrainingVolume:
     """Cells around random seeds, separated by dark one-voxel boundaries."""
-    rng = np.random.default_rng(seed)
-    seeds = np.zeros(shape, np.int32)
-    points = [tuple(rng.integers(0, s) for s in shape) for _ in range(12)]
-    for index, point in enumerate(points, start=1):
-        seeds[point] = index
-    _, nearest = ndimage.distance_transform_edt(seeds == 0, sampling=VOXEL, return_indices=True)
-    labels = seeds[tuple(nearest)].astype(np.uint64)
-    boundary = ndimage.grey_erosion(labels, size=(1, 3, 3)) != ndimage.grey_dilation(labels, size=(1, 3, 3))
-    labels[boundary] = 0
-    raw = np.where(boundary, 40, 180) + rng.normal(0, 10, shape)
-    return TrainingVolume(
-        raw=np.clip(raw, 0, 255).astype(np.uint8), labels=labels, voxel_size=VOXEL, name=f"blobs{seed}"
-    )
+    return blobs.blob_volume(seed, shape=shape, cells=12)
 
 
 def small_configs(iterations=30, patch_shape=(8, 32, 32)):
