@@ -1,6 +1,6 @@
 """Milliseconds per training patch of each augmentation, at the default training shape and a large one.
 
-Usage: python benchmarks/augment.py [--shapes 16,64,64 64,128,128] [--repeats N] [--step]
+Usage: python benchmarks/augment.py [--shapes 16,64,64 64,128,128] [--repeats N]
 
 Patches come from synthetic volumes at 25x13x13 nm of a domain whose label 0 is thin
 boundaries (cremi-like) and one whose label 0 is extracellular space (cryo-ecs). For each
@@ -8,11 +8,8 @@ augmentation: the time it takes when applied (alone, to a whole patch, or to one
 for the per-section defects), its default probability and the expected time per patch at
 the defaults (time x probability, x sections for the per-section ones; flip's time is all
 three axes, its expectation half that). Then the measured time of ``augment`` with the
-default configuration, and of drawing a patch and computing its targets. ``--step`` also
-times training steps of the configs' small network (base 8, depth 4, batch 2) with and
-without augmentation, and the augmented batch alone: data loading plus augmentation
-should stay within 10 % of a step (medians of interleaved runs, so that other work on the
-machine slows each alike).
+default configuration, and of drawing a patch and computing its targets. What loading
+and augmentation add to a training step: ``benchmarks/train_step.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -69,7 +65,7 @@ def milliseconds(run: Callable[[], object], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats * 1e3
 
 
-def measure(shape: tuple[int, int, int], repeats: int, step: bool) -> dict[str, float]:
+def measure(shape: tuple[int, int, int], repeats: int) -> dict[str, float]:
     volume_shape = (shape[0] + 8, shape[1] + 32, shape[2] + 32)
     domains = {
         name: [synthetic_volume(name, shape=volume_shape, target_voxel_size=VOXEL, seed=0)]
@@ -108,56 +104,19 @@ def measure(shape: tuple[int, int, int], repeats: int, step: bool) -> dict[str, 
         volume.targets(NEAREST_NEIGHBOURS, labels=patch.labels, known=patch.known)
 
     times["sample + targets"] = milliseconds(load, 4 * repeats)
-    if step:
-        times.update(step_times(domains, shape))
     return times
-
-
-def step_times(domains, shape, steps: int = 20) -> dict[str, float]:
-    """Median ms of training steps without and with the default augmentation (interleaved, so load hits both)."""
-    import tempfile
-
-    from neuropil.model import ModelConfig
-    from neuropil.train import TrainConfig, Trainer
-
-    trainers = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for augment in (False, True):
-            trainers[augment] = Trainer(
-                domains,
-                out_dir=Path(folder) / str(augment),
-                model_config=ModelConfig(base_channels=8, depth=4, voxel_size=VOXEL),
-                train_config=TrainConfig(patch_shape=shape, batch_size=2, augment=augment, validation=False),
-            )
-            trainers[augment].step()
-        times: dict[str, list[float]] = {"step": [], "augmented step": [], "augmented batch": []}
-        for _ in range(steps):
-            for name, run in (
-                ("step", trainers[False].step),
-                ("augmented step", trainers[True].step),
-                ("augmented batch", trainers[True].batch),
-            ):
-                start = time.perf_counter()
-                run()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {
-        "training step, no augmentation": float(np.median(times["step"])),
-        "training step, defaults": float(np.median(times["augmented step"])),
-        "batch of 2: sample + augment + targets": float(np.median(times["augmented batch"])),
-    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["16,64,64", "64,128,128"], help="patch shapes z,y,x")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--step", action="store_true", help="also time training steps (base 8, batch 2)")
     args = parser.parse_args()
     shapes = []
     for text in args.shapes:
         z, y, x = (int(size) for size in text.split(","))
         shapes.append((z, y, x))
-    results = {shape: measure(shape, args.repeats, args.step) for shape in shapes}
+    results = {shape: measure(shape, args.repeats) for shape in shapes}
     defaults = aug.AugmentConfig()
     header = "| augmentation | default probability | " + " | ".join(
         f"ms applied {'x'.join(map(str, s))} | ms expected {'x'.join(map(str, s))}" for s in shapes
@@ -172,18 +131,11 @@ def main() -> None:
             events = probability * (shape[0] if name in PER_SECTION else 1)
             cells += [f"{results[shape][name]:.1f}", f"{results[shape][name] * events:.1f}"]
         print(f"| {name} | {probability:g}{unit} | " + " | ".join(cells) + " |")
-    for name in (
-        "augment, defaults",
-        "sample + targets",
-        "batch of 2: sample + augment + targets",
-        "training step, no augmentation",
-        "training step, defaults",
-    ):
-        if name in results[shapes[0]]:
-            cells = []
-            for shape in shapes:
-                cells += ["", f"{results[shape][name]:.1f}"]
-            print(f"| **{name}** (measured) | | " + " | ".join(cells) + " |")
+    for name in ("augment, defaults", "sample + targets"):
+        cells = []
+        for shape in shapes:
+            cells += ["", f"{results[shape][name]:.1f}"]
+        print(f"| **{name}** (measured) | | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -314,10 +314,10 @@ def test_interrupted_training_saves_and_resumes(tmp_path, monkeypatch):
 
     step = Trainer.step
 
-    def interrupted(self):
+    def interrupted(self, batch=None):
         if self.iteration == 3:
             raise KeyboardInterrupt
-        return step(self)
+        return step(self, batch)
 
     config_path = write_yaml(tmp_path / "tiny.yaml", tiny(train={**tiny()["train"], "checkpoint_every": 100}))
     monkeypatch.setattr(Trainer, "step", interrupted)

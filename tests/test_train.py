@@ -130,26 +130,47 @@ def test_batch_normalized_network_is_the_default_and_differs_in_train_and_eval()
     assert not torch.allclose(training, evaluation)
 
 
+def orphans(token: str) -> list[int]:
+    """Live processes whose environment holds ``NEUROPIL_TEST_RUN=token`` (the run's child and what it started)."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                status = (entry / "status").read_text()
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if "State:\tZ" not in status and f"NEUROPIL_TEST_RUN={token}".encode() in environ:
+                found.append(int(entry.name))
+    return found
+
+
 RUN_UNTIL_KILLED = """
 import sys
 import torch
 sys.path.insert(0, {tests!r})
 from test_train import exact_resume_run
 torch.set_num_threads({threads})
-exact_resume_run({out!r}).train(progress=False)
+exact_resume_run({out!r}, workers=2).train(progress=False)
 """
 
 
-def exact_resume_run(out_dir) -> Trainer:
+def exact_resume_run(out_dir, workers: int = 0) -> Trainer:
     """The tiny run of the exact-resume test (augmented, checkpoint every 3 iterations)."""
     model_config = ModelConfig(base_channels=2, depth=2, voxel_size=VOXEL)
-    train_config = TrainConfig(iterations=16, patch_shape=(8, 16, 16), checkpoint_every=3, learning_rate=3e-3)
+    train_config = TrainConfig(
+        iterations=16, patch_shape=(8, 16, 16), checkpoint_every=3, learning_rate=3e-3, workers=workers
+    )
     volumes = {"a": [blob_volume(0, shape=(8, 32, 32))], "b": [blob_volume(1, shape=(8, 32, 32))]}
     return Trainer(volumes, out_dir=out_dir, model_config=model_config, train_config=train_config)
 
 
 @pytest.mark.slow
 def test_a_run_killed_between_checkpoints_resumes_to_bit_identical_weights(tmp_path):
+    """Killed while two worker processes make its batches; resumed and compared without workers."""
     import os
     import signal
     import subprocess
@@ -159,7 +180,8 @@ def test_a_run_killed_between_checkpoints_resumes_to_bit_identical_weights(tmp_p
 
     killed = tmp_path / "killed"
     script = RUN_UNTIL_KILLED.format(tests=str(Path(__file__).parent), threads=torch.get_num_threads(), out=str(killed))
-    child = subprocess.Popen([sys.executable, "-c", script])
+    token = f"{os.getpid()}-{time.time_ns()}"
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "NEUROPIL_TEST_RUN": token})
     try:
         deadline = time.monotonic() + 120
         while not (killed / "checkpoint.pt").exists() and child.poll() is None and time.monotonic() < deadline:
@@ -168,6 +190,10 @@ def test_a_run_killed_between_checkpoints_resumes_to_bit_identical_weights(tmp_p
     finally:
         child.wait()
     assert child.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10  # the workers see their parent gone and stop
+    while orphans(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not orphans(token)
     stopped_at = torch.load(killed / "checkpoint.pt", weights_only=True)["iteration"]
     assert 3 <= stopped_at < 16  # killed after a checkpoint, before the end
     resumed = exact_resume_run(killed)
@@ -234,3 +260,37 @@ def test_a_time_budget_saves_and_stops_and_counts_over_resumes(tmp_path, caplog)
     assert times == sorted(times) and all(t.tzinfo is not None for t in times)
     assert all(float(row[4]) > 0 for row in rows)
     assert float(rows[0][2]) == pytest.approx(budgeted.learning_rate)  # iteration 0 of the cosine schedule
+
+
+def test_a_batch_depends_on_the_seed_and_its_index_only_whoever_makes_it(tmp_path):
+    from neuropil.train.augment import AugmentConfig
+    from neuropil.train.batches import BatchMaker, batches
+
+    domains = {"a": [blob_volume(0)], "b": [blob_volume(1)]}
+    options = dict(patch_shape=(8, 16, 16), batch_size=2, offsets=[(-1, 0, 0), (0, -1, 0), (0, 0, -1)])
+    maker = BatchMaker(domains, augment_config=AugmentConfig(), seed=3, **options)
+    fives = [maker(5), BatchMaker(domains, augment_config=AugmentConfig(), seed=3, **options)(5)]
+    for first, second in zip(*fives):
+        np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(maker(5).raw, maker(6).raw)
+    assert not np.array_equal(maker(5).raw, BatchMaker(domains, augment_config=AugmentConfig(), **options)(5).raw)
+    made_here = list(batches(maker, 4, 8))
+    from_workers = list(batches(maker, 4, 8, workers=2))
+    assert len(from_workers) == 4
+    for here, there in zip(made_here, from_workers):
+        for a, b in zip(here, there):
+            np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_workers_train_the_same_weights_as_the_training_process(tmp_path):
+    model_config, train_config = small_configs(iterations=4, patch_shape=(8, 16, 16))
+    volumes = {"a": [blob_volume(0)], "b": [blob_volume(1)]}
+    weights = []
+    for workers in (0, 2):
+        config = train_config.model_copy(update={"workers": workers, "validation": False})
+        trainer = Trainer(volumes, out_dir=tmp_path / str(workers), model_config=model_config, train_config=config)
+        weights.append(trainer.train(progress=False).state_dict())
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
+    with pytest.raises(ValueError, match="workers"):
+        TrainConfig(workers=-1)

@@ -71,12 +71,14 @@ class MultiDomainSampler:
 
     MAX_TRIES = 100
 
-    def sample(self) -> Patch:
-        domain = self.names[self.rng.choice(len(self.names), p=self.probabilities)]
-        index = int(self.rng.integers(len(self.domains[domain])))
+    def sample(self, rng: np.random.Generator | None = None) -> Patch:
+        """One patch, drawn with ``rng`` (default: the sampler's own generator, seeded by ``seed``)."""
+        rng = self.rng if rng is None else rng
+        domain = self.names[rng.choice(len(self.names), p=self.probabilities)]
+        index = int(rng.integers(len(self.domains[domain])))
         volume = self.domains[domain][index]
         for _ in range(self.MAX_TRIES):
-            z, y, x = (int(self.rng.integers(0, s - p + 1)) for s, p in zip(volume.raw.shape, self.patch_shape))
+            z, y, x = (int(rng.integers(0, s - p + 1)) for s, p in zip(volume.raw.shape, self.patch_shape))
             offset = (z, y, x)
             region = tuple(slice(o, o + p) for o, p in zip(offset, self.patch_shape))
             known = None if volume.known is None else np.asarray(volume.known[region], dtype=bool)

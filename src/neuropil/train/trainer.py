@@ -15,10 +15,11 @@ validation volumes is the checkpoint's calibrated ``merge_threshold`` (which
 merge and ARAND at that threshold. ``best.pt`` is the checkpoint of lowest mean VOI.
 
 Starting again in the same folder resumes from the checkpoint; an interrupted run saves
-before it stops. The checkpoint holds the random states (numpy's of the sampler and of
-the augmentation, torch's), so a run killed between checkpoints and resumed ends with
-the same weights, bit for bit, as one never stopped; the rows of ``log.csv`` and
-``validation.csv`` after the checkpoint are dropped and written again.
+before it stops. Batch ``i`` is a function of the run's seed and ``i`` only
+(:mod:`neuropil.train.batches`), whether made here or in ``workers`` processes, and the
+checkpoint holds torch's random state, so a run killed between checkpoints and resumed
+ends with the same weights, bit for bit, as one never stopped; the rows of ``log.csv``
+and ``validation.csv`` after the checkpoint are dropped and written again.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tqdm.auto import tqdm
 
 from neuropil.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from neuropil.data.sampling import MultiDomainSampler
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import THRESHOLD_GRID, Scores, best_threshold, evaluate
@@ -47,7 +47,8 @@ from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig, UNet3D
 from neuropil.predict import predict_affinities
 from neuropil.segment import segment
-from neuropil.train.augment import AugmentConfig, augment, augment_config
+from neuropil.train.augment import AugmentConfig, augment_config
+from neuropil.train.batches import Batch, BatchMaker, batches
 from neuropil.train.loss import affinity_loss, masked_bce_loss
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ class TrainConfig(BaseModel):
     weights: dict[str, float] | None = None
     """Domain sampling weights; uniform when not given (the method's choice)."""
     seed: int = 0
+    """Initial weights and every batch (batch ``i`` draws from ``(seed, i)``)."""
+    workers: int = Field(default=0, ge=0)
+    """Processes that sample and augment batches ahead of the training step (0: the training
+    process itself). Batches are the same for any number, so are the weights."""
     checkpoint_every: int = 100
     device: str = "cpu"
     validation: bool = True
@@ -239,9 +244,16 @@ class Trainer:
             if volumes and train_config.validation
         }
         self.run_config = dict(run_config) if run_config is not None else None
-        self.sampler = MultiDomainSampler(
-            domains, patch_shape=train_config.patch_shape, weights=train_config.weights, seed=train_config.seed
+        self.batch_maker = BatchMaker(
+            domains,
+            patch_shape=train_config.patch_shape,
+            batch_size=train_config.batch_size,
+            offsets=model_config.offsets,
+            augment_config=train_config.augment,
+            weights=train_config.weights,
+            seed=train_config.seed,
         )
+        self.sampler = self.batch_maker.sampler
         # The initial weights follow the seed without reseeding the caller's global generator.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train_config.seed)
@@ -264,7 +276,6 @@ class Trainer:
         self.model: UNet3D = model.to(self.device).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.learning_rate)
         self.iteration = 0
-        self.rng = np.random.default_rng(train_config.seed + 1)
         self.merge_threshold: float | None = None
         """The calibrated merge threshold of the last validation (None without validation volumes)."""
         self.best_voi = math.inf
@@ -295,25 +306,17 @@ class Trainer:
         self.merge_threshold = None if threshold is None else float(threshold)
         self.best_voi = float(state.get("best_voi", math.inf))
         self.training_seconds = float(state.get("training_seconds", 0.0))
+        # Batches need no state (a function of the iteration); older checkpoints' numpy states are unused.
         states = state.get("random_states")
-        if states is None:  # written before random states were stored: reseeded from the iteration
-            self.sampler.rng = np.random.default_rng(self.config.seed + 7919 * self.iteration)
-            self.rng = np.random.default_rng(self.config.seed + 1 + 7919 * self.iteration)
-        else:
-            self.sampler.rng.bit_generator.state = states["sampler"]
-            self.rng.bit_generator.state = states["augment"]
+        if states is not None:
             torch.set_rng_state(states["torch"])
             if "cuda" in states and self.device.type == "cuda":
                 torch.cuda.set_rng_state(states["cuda"], self.device)
         logger.info("resuming from iteration %d", self.iteration)
 
     def random_states(self) -> dict:
-        """The generators' states: the sampler's and the augmentation's (numpy), torch's (and CUDA's)."""
-        states = {
-            "sampler": self.sampler.rng.bit_generator.state,
-            "augment": self.rng.bit_generator.state,
-            "torch": torch.get_rng_state(),
-        }
+        """Torch's generator states (CPU, and CUDA's on a GPU); batches need none (:mod:`neuropil.train.batches`)."""
+        states = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             states["cuda"] = torch.cuda.get_rng_state(self.device)
         return states
@@ -390,30 +393,15 @@ class Trainer:
                 save_checkpoint(self.out_dir / BEST, self.state())
         return self.save()
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        raws, targets, masks = [], [], []
-        for _ in range(self.config.batch_size):
-            patch = self.sampler.sample()
-            volume = self.sampler.domains[patch.domain][patch.volume]
-            patch = augment(
-                patch,
-                self.config.augment,
-                voxel_size=volume.voxel_size,
-                label_zero=volume.label_zero,
-                in_plane_only=volume.in_plane_only,
-                rng=self.rng,
-            )
-            target = volume.targets(
-                self.model_config.offsets, labels=patch.labels, known=patch.known, label_zero=patch.label_zero
-            )
-            raws.append(patch.raw[None])
-            targets.append(target.affinities)
-            masks.append(target.mask)
+    def batch(self, index: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch ``index`` (default: the next iteration's) as tensors on the training device."""
+        return self._tensors(self.batch_maker(self.iteration if index is None else index))
 
-        def tensor(arrays):
-            return torch.from_numpy(np.stack(arrays)).to(self.device).contiguous(memory_format=torch.channels_last_3d)
+    def _tensors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def tensor(array) -> torch.Tensor:
+            return torch.as_tensor(array).to(self.device).contiguous(memory_format=torch.channels_last_3d)
 
-        return tensor(raws), tensor(targets), tensor(masks)
+        return tensor(batch.raw), tensor(batch.target), tensor(batch.mask)
 
     def learning_rate(self) -> float:
         """The rate for the current iteration; a function of the iteration only, so resuming keeps it.
@@ -429,11 +417,12 @@ class Trainer:
         floor = self.config.final_learning_rate_fraction
         return rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    def step(self) -> float:
+    def step(self, batch: Batch | None = None) -> float:
+        """One optimisation step on ``batch`` (default: the current iteration's, made here)."""
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        raw, target, mask = self.batch()
+        raw, target, mask = self.batch() if batch is None else self._tensors(batch)
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.model(raw)
         loss = masked_bce_loss(logits, target, mask, balance=self.config.balance_classes)
@@ -466,11 +455,12 @@ class Trainer:
             total=self.config.iterations, initial=self.iteration, desc="training", disable=not progress, unit="it"
         )
         budget = math.inf if self.config.max_minutes is None else 60.0 * self.config.max_minutes
+        source = batches(self.batch_maker, self.iteration, self.config.iterations, workers=self.config.workers)
         try:
             while self.iteration < self.config.iterations and self.training_seconds < budget:
                 start = time.monotonic()
                 rate = self.learning_rate()
-                loss = self.step()
+                loss = self.step(next(source))
                 seconds = time.monotonic() - start
                 self.training_seconds += seconds
                 now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
@@ -493,6 +483,7 @@ class Trainer:
             logger.warning("interrupted at iteration %d; checkpoint saved, run again to resume", self.iteration)
             raise
         finally:
+            source.close()
             bar.close()
             log.close()
         if self.iteration % self.config.checkpoint_every != 0:
