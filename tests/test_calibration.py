@@ -349,3 +349,27 @@ def test_hdf5_attributes_of_other_tools_read_as_plain_values(tmp_path):
             "note": "{not json",
             "empty": None,
         }
+
+
+def test_volumes_labelled_in_sections_only_are_scored_within_sections():
+    import dataclasses
+
+    from neuropil.evaluate import evaluate, section_ids
+    from neuropil.model import UNet3D
+    from neuropil.predict import predict_affinities
+    from neuropil.segment import segment
+
+    torch.manual_seed(0)
+    model = UNet3D(ModelConfig(base_channels=2, depth=2, voxel_size=VOXEL)).eval()
+    volume = blob_volume(0)
+    # each section numbered on its own, as a serial-section set with 2-D labels is
+    sections = np.where(volume.labels > 0, volume.labels + 100 * np.arange(8)[:, None, None], 0).astype(np.uint32)
+    flat = dataclasses.replace(volume, labels=sections, in_plane_only=True)
+    scored = validate_volume(model, flat, thresholds=(0.3, 0.7)).scores
+    affinities = predict_affinities(flat.raw, model, progress=False)
+    segmented = segment(affinities, voxel_size=VOXEL, thresholds=(0.3, 0.7)).segmentations
+    for s, got in zip(segmented, scored):
+        assert got == evaluate(section_ids(s), section_ids(sections))
+    as_3d = validate_volume(model, dataclasses.replace(flat, in_plane_only=False), thresholds=(0.3, 0.7)).scores
+    # segments crossing sections (at 0.7) are merges of 3-D "objects" the labels never meant
+    assert as_3d[1].voi_merge > scored[1].voi_merge + 1

@@ -140,3 +140,25 @@ def test_cli_evaluate_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
 def test_scores_are_plain_python_floats():
     scores = evaluate(np.array([1, 2, 3, 4]), np.array([1, 1, 8, 8]))
     assert all(type(value) in (float, int) for value in scores.as_dict().values())
+
+
+def test_section_ids_score_objects_within_sections_as_2d_labels_need():
+    from neuropil.evaluate import section_ids
+
+    # two columns through four sections; the 2-D labels number each section's objects anew
+    columns = np.zeros((4, 6, 6), dtype=np.uint32)
+    columns[:, :, :3], columns[:, :, 3:] = 1, 2
+    per_section = columns + 10 * np.arange(4, dtype=np.uint32)[:, None, None]
+    per_section[:, 0] = 0  # a boundary row, not scored
+    assert evaluate(columns, per_section).voi_merge > 1.9  # every column "merges" four objects
+    scores = evaluate(section_ids(columns), section_ids(per_section))
+    assert scores.voi == pytest.approx(0.0, abs=1e-12) and scores.arand == pytest.approx(0.0, abs=1e-12)
+    split = columns.copy()
+    split[2:] += 5  # cut between sections 1 and 2: invisible within sections
+    assert evaluate(section_ids(split), section_ids(per_section)).voi == pytest.approx(0.0, abs=1e-12)
+    merged = np.ones_like(columns)  # the two columns joined: a merge in every section
+    assert evaluate(section_ids(merged), section_ids(per_section)).voi_merge == pytest.approx(1.0)
+    ids = section_ids(per_section)
+    assert ids.dtype == np.uint64 and (ids[:, 0] == 0).all() and len(np.unique(ids[ids > 0])) == 8
+    with pytest.raises(NeuropilError, match="section_ids"):
+        section_ids(np.zeros((4, 4)))

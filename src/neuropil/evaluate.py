@@ -224,6 +224,23 @@ def evaluate(
     )
 
 
+def section_ids(labels: NDArray) -> NDArray[np.uint64]:
+    """``labels`` with every id made unique to its z-section (0 stays 0): to score objects within sections.
+
+    For volumes whose labels are 2-D (each section labelled on its own, as serial-section sets
+    with membrane masks only): scoring a 3-D segmentation against them as 3-D objects counts
+    every object continuing across sections as a merge. Applied to both segmentation and
+    ground truth, :func:`evaluate` then scores each section's objects, pooled over sections.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise NeuropilError(f"section_ids needs (z, y, x) integer labels, got {labels.dtype} {labels.shape}")
+    ids = labels.astype(np.uint64)
+    stride = np.uint64(int(ids.max(initial=0)) + 1)
+    sections = np.arange(labels.shape[0], dtype=np.uint64)[:, None, None] * stride
+    return np.where(ids > 0, ids + sections, np.uint64(0))
+
+
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * step, 2) for step in range(1, 20))
 """Merge thresholds a calibration tries by default: 0.05, 0.10, ..., 0.95."""
 

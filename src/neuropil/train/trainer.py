@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from neuropil.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
-from neuropil.evaluate import THRESHOLD_GRID, Scores, best_threshold, evaluate
+from neuropil.evaluate import THRESHOLD_GRID, Scores, best_threshold, evaluate, section_ids
 from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig, UNet3D
 from neuropil.predict import predict_affinities
@@ -148,6 +148,8 @@ def validate_volume(
         Predicted in exact tiles (:func:`neuropil.predict.predict_affinities`), in eval mode.
     volume : TrainingVolume
         At the model's voxel size; its ``known`` mask, when given, limits the scored voxels.
+        With labels in sections only (``in_plane_only``), objects are scored within each
+        section (:func:`neuropil.evaluate.section_ids`): their labels say nothing across sections.
     thresholds : sequence of float
         Merge thresholds of :func:`neuropil.segment.segment` (``method="mean"``).
     balance : bool
@@ -160,7 +162,11 @@ def validate_volume(
     affinities = predict_affinities(volume.raw, model, progress=False, device=device)
     loss = affinity_loss(affinities, volume, model.config.offsets, balance=balance)
     segmented = segment(affinities, voxel_size=volume.voxel_size, thresholds=thresholds, method="mean")
-    scores = [evaluate(s, volume.labels, mask=volume.known) for s in segmented.segmentations]
+    if volume.in_plane_only:
+        labels = section_ids(volume.labels)
+        scores = [evaluate(section_ids(s), labels, mask=volume.known) for s in segmented.segmentations]
+    else:
+        scores = [evaluate(s, volume.labels, mask=volume.known) for s in segmented.segmentations]
     return VolumeValidation(loss, scores)
 
 
