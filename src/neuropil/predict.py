@@ -196,7 +196,8 @@ def predict_file(
 
     Parameters
     ----------
-    checkpoint : path of a ``checkpoint.pt`` from :class:`neuropil.train.Trainer`
+    checkpoint : path of a ``checkpoint.pt`` from :class:`neuropil.train.Trainer`, or the name
+        of a shipped model (``neuropil models``)
     raw : volume address (``file.h5:key``, ``dir.zarr/key``, ``stack.tif``, a folder of
         slices) or catalog name
     out : output address; receives (c, z, y, x) float32 affinities at the model's voxel

@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -69,7 +68,7 @@ def predict_blockwise(
 
     Parameters
     ----------
-    checkpoint : path of a ``checkpoint.pt`` from :class:`neuropil.train.Trainer`
+    checkpoint : path of a ``checkpoint.pt`` from :class:`neuropil.train.Trainer`, or a shipped model's name
     raw : address of the raw volume (any readable format) or catalog name
     out : zarr address ``dir.zarr/key`` of the (c, z, y, x) float32 affinities, with the
         attributes of :func:`neuropil.predict.prediction_attributes` (the calibrated merge
@@ -90,11 +89,11 @@ def predict_blockwise(
         A raw volume that is not 3-D or whose voxel size is unknown, an output that
         is not zarr, a bad block shape.
     """
-    from neuropil.checkpoint import merge_threshold
+    from neuropil.checkpoint import merge_threshold, resolve_checkpoint
     from neuropil.predict import PredictionWritten, open_raw, prediction_attributes, round_up
 
     output = zarr_output(out)
-    checkpoint = str(Path(checkpoint).resolve())
+    checkpoint = str(resolve_checkpoint(checkpoint).resolve())
     modified = _modified(checkpoint)
     model = _model(checkpoint, modified, device)
     model_voxel_size = model.config.voxel_size

@@ -1,4 +1,4 @@
-"""``neuropil predict CHECKPOINT RAW OUT [--voxel-size Z Y X] [--tile Z Y X] [--block Z Y X]``."""
+"""``neuropil predict CHECKPOINT|MODEL RAW OUT [--voxel-size Z Y X] [--tile Z Y X] [--block Z Y X]``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ def add_parser(subparsers) -> None:
             "volumes (when the checkpoint carries one), which `neuropil segment` uses when given no --threshold."
         ),
     )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt from `neuropil train`")
+    parser.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="checkpoint.pt or best.pt from `neuropil train`, or a shipped model's name (`neuropil models`)",
+    )
     parser.add_argument(
         "raw", metavar="RAW", help="raw volume address (file.h5:key, dir.zarr/key, .tif, folder) or catalog name"
     )
