@@ -294,3 +294,23 @@ def test_workers_train_the_same_weights_as_the_training_process(tmp_path):
         assert torch.equal(tensor, weights[1][name]), name
     with pytest.raises(ValueError, match="workers"):
         TrainConfig(workers=-1)
+
+
+def test_tensorboard_gets_the_log_and_validation_curves_and_a_resume_drops_later_events(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model_config, train_config = small_configs(iterations=6, patch_shape=(8, 16, 16))
+    config = train_config.model_copy(update={"tensorboard": True, "checkpoint_every": 3})
+    volumes, validation = {"blobs": [blob_volume(0)]}, {"blobs": [blob_volume(1)]}
+    options = dict(out_dir=tmp_path, model_config=model_config, validation=validation)
+    Trainer(volumes, train_config=config.model_copy(update={"iterations": 3}), **options).train(progress=False)
+    Trainer(volumes, train_config=config, **options).train(progress=False)
+    board = EventAccumulator(str(tmp_path / "tensorboard"))
+    board.Reload()
+    assert {"train/loss", "train/learning_rate", "validation/voi", "validation/blobs/arand"} <= set(
+        board.Tags()["scalars"]
+    )
+    assert sorted({event.step for event in board.Scalars("train/loss")}) == list(range(1, 7))
+    assert [event.step for event in board.Scalars("validation/voi")] == [3, 6]
+    logged = [float(line.split(",")[1]) for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    assert [event.value for event in board.Scalars("train/loss")] == pytest.approx(logged, rel=1e-4)

@@ -91,6 +91,9 @@ class TrainConfig(BaseModel):
     """Processes that sample and augment batches ahead of the training step (0: the training
     process itself). Batches are the same for any number, so are the weights."""
     checkpoint_every: int = 100
+    tensorboard: bool = False
+    """Also write loss, learning rate, samples/s and validation scores for TensorBoard to
+    ``tensorboard/`` in the run's folder (needs the ``tensorboard`` extra)."""
     device: str = "cpu"
     validation: bool = True
     """Score the validation volumes at every checkpoint (``validation.csv``)."""
@@ -288,6 +291,8 @@ class Trainer:
         """The lowest mean validation VOI of the run's checkpoints so far (that of ``best.pt``)."""
         self.training_seconds = 0.0
         """Wall time spent in :meth:`train` so far, over the whole run (``max_minutes`` counts it)."""
+        self._board = None
+        """TensorBoard's writer while :meth:`train` runs with ``tensorboard: true``."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if (self.out_dir / CHECKPOINT).exists():
             self._resume()
@@ -371,6 +376,14 @@ class Trainer:
         index = list(thresholds).index(threshold)
         voi = float(np.mean([per_volume[index].voi for per_volume in every_volume]))
         validation = Validation(losses, scores, threshold, voi)
+        if self._board is not None:
+            self._board.add_scalar("validation/threshold", threshold, self.iteration)
+            self._board.add_scalar("validation/voi", voi, self.iteration)
+            for name, per_volume in scores.items():
+                self._board.add_scalar(f"validation/{name}/loss", losses[name], self.iteration)
+                for field in ("voi_split", "voi_merge", "arand"):
+                    value = float(np.mean([getattr(volume[index], field) for volume in per_volume]))
+                    self._board.add_scalar(f"validation/{name}/{field}", value, self.iteration)
         path = self.out_dir / "validation.csv"
         if not path.exists():
             path.write_text(",".join(VALIDATION_COLUMNS) + "\n")
@@ -457,6 +470,7 @@ class Trainer:
         """Run until ``iterations`` or the ``max_minutes`` budget; saves every ``checkpoint_every``, at the end
         and when interrupted."""
         log = self._open_log()
+        self._board = self._open_board()
         bar = tqdm(
             total=self.config.iterations, initial=self.iteration, desc="training", disable=not progress, unit="it"
         )
@@ -472,6 +486,9 @@ class Trainer:
                 now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
                 speed = self.config.batch_size / max(seconds, 1e-9)
                 log.write(f"{self.iteration},{loss:.5f},{rate:.6g},{now},{speed:.3f}\n")
+                if self._board is not None:
+                    for tag, value in (("loss", loss), ("learning_rate", rate), ("samples_per_second", speed)):
+                        self._board.add_scalar(f"train/{tag}", value, self.iteration)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if self.iteration % self.config.checkpoint_every == 0:
@@ -492,9 +509,28 @@ class Trainer:
             source.close()
             bar.close()
             log.close()
-        if self.iteration % self.config.checkpoint_every != 0:
-            self.checkpoint()
+            if self._board is not None:
+                self._board.flush()
+        try:
+            if self.iteration % self.config.checkpoint_every != 0:
+                self.checkpoint()
+        finally:
+            if self._board is not None:
+                self._board.close()
+                self._board = None
         return self.model.eval()
+
+    def _open_board(self):
+        """TensorBoard's writer in ``tensorboard/``, dropping events after the current iteration (a resume)."""
+        if not self.config.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise NeuropilError(
+                "train.tensorboard needs the tensorboard package: pip install 'neuropil[tensorboard]'"
+            ) from error
+        return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.iteration + 1)
 
 
 def train(
