@@ -7,7 +7,7 @@ from skimage.metrics import variation_of_information as skimage_variation_of_inf
 
 from neuropil.cli import main
 from neuropil.errors import NeuropilError
-from neuropil.evaluate import adapted_rand_error, evaluate, variation_of_information
+from neuropil.evaluate import adapted_rand_error, evaluate, object_errors, variation_of_information
 from neuropil.io import write_volume
 
 
@@ -162,3 +162,135 @@ def test_section_ids_score_objects_within_sections_as_2d_labels_need():
     assert ids.dtype == np.uint64 and (ids[:, 0] == 0).all() and len(np.unique(ids[ids > 0])) == 8
     with pytest.raises(NeuropilError, match="section_ids"):
         section_ids(np.zeros((4, 4)))
+
+
+def test_partial_labels_score_only_labelled_objects():
+    # objects 1 and 2 labelled; 0 is unlabelled tissue (other neurites, glia, ...)
+    gt = np.array([[1, 1, 1, 0, 0, 0, 0, 2, 2, 0]])
+    seg = np.array([[5, 5, 5, 5, 5, 5, 5, 6, 6, 6]])  # segment 5 covers object 1 and much unlabelled tissue
+    scores = evaluate(seg, gt)
+    assert scores.n_voxels == 5
+    assert (scores.voi_split, scores.voi_merge, scores.arand) == pytest.approx((0.0, 0.0, 0.0))
+    errors = object_errors(seg, gt)
+    assert errors.splits == () and errors.merges == ()
+    # a segment reaching through unlabelled tissue into a second labelled object is a merge
+    joined = np.array([[5, 5, 5, 7, 7, 5, 5, 5, 5, 6]])
+    scores = evaluate(joined, gt)
+    assert scores.voi_split == pytest.approx(0.0)
+    assert scores.voi_merge == pytest.approx(-(3 / 5) * np.log2(3 / 5) - (2 / 5) * np.log2(2 / 5))
+    (merge,) = object_errors(joined, gt).merges
+    assert (merge.segment_id, merge.size, merge.gt_ids, merge.n_objects) == (5, 5, (1, 2), 2)
+
+
+def test_unlabelled_voxels_change_no_score():
+    rng = np.random.default_rng(3)
+    gt = rng.integers(1, 5, size=(3, 8, 8))
+    seg = gt // 2 + 10 * (rng.random(gt.shape) < 0.1)
+    reference = evaluate(seg, gt)
+    reference_errors = object_errors(seg, gt)
+    # pad with unlabelled voxels whose segments are new, existing or one huge segment
+    for fill in (rng.integers(0, 50, size=(3, 8, 8)), np.full((3, 8, 8), 1), np.full((3, 8, 8), 10)):
+        padded_gt = np.concatenate([gt, np.zeros_like(gt)], axis=2)
+        padded_seg = np.concatenate([seg, fill], axis=2)
+        assert evaluate(padded_seg, padded_gt) == reference
+        assert object_errors(padded_seg, padded_gt) == reference_errors
+    # a mask leaving out the same voxels is the same as labelling them 0
+    mask = np.concatenate([np.ones_like(gt, bool), np.zeros_like(gt, bool)], axis=2)
+    labelled_gt = np.concatenate([gt, rng.integers(1, 5, size=gt.shape)], axis=2)
+    assert evaluate(padded_seg, labelled_gt, mask=mask) == reference
+
+
+@pytest.mark.parametrize(
+    "seg, gt, split_is_zero, merge_is_zero",
+    [
+        (np.array([3, 3, 4, 4, 9]), np.array([1, 1, 2, 2, 5]), True, True),  # identical up to ids
+        (np.array([1, 2, 3, 3, 4]), np.array([1, 1, 2, 2, 2]), False, True),  # pure split
+        (np.array([1, 1, 1, 1, 2]), np.array([1, 2, 3, 3, 4]), True, False),  # pure merge
+    ],
+)
+def test_object_errors_of_identical_pure_split_and_pure_merge(seg, gt, split_is_zero, merge_is_zero):
+    scores = evaluate(seg, gt)
+    errors = object_errors(seg, gt)
+    assert (scores.voi_split == pytest.approx(0.0)) == split_is_zero
+    assert (scores.voi_merge == pytest.approx(0.0)) == merge_is_zero
+    assert (errors.splits == ()) == split_is_zero and (errors.merges == ()) == merge_is_zero
+
+
+def test_object_errors_on_a_hand_made_case():
+    # object 10 (6 voxels) cut 4 + 2 into segments 1 and 2; object 20 (4 voxels) whole in segment 3;
+    # segment 3 also joins object 30 (2 voxels); object 40 (3 voxels) whole in segment 4; 0 unlabelled
+    gt = np.array([10, 10, 10, 10, 10, 10, 20, 20, 20, 20, 30, 30, 40, 40, 40, 0, 0])
+    seg = np.array([1, 1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 3, 2])
+    n = 15
+    errors = object_errors(seg, gt)
+    (split,) = errors.splits
+    assert (split.gt_id, split.size, split.n_segments) == (10, 6, 2)
+    assert split.bits == pytest.approx((4 * np.log2(6 / 4) + 2 * np.log2(6 / 2)) / n)
+    (merge,) = errors.merges
+    assert (merge.segment_id, merge.size, merge.gt_ids, merge.n_objects) == (3, 6, (20, 30), 2)
+    assert merge.bits == pytest.approx((4 * np.log2(6 / 4) + 2 * np.log2(6 / 2)) / n)
+    assert (errors.n_split, errors.n_merging) == (1, 1)
+    scores = evaluate(seg, gt)
+    assert split.bits == pytest.approx(scores.voi_split) and merge.bits == pytest.approx(scores.voi_merge)
+    assert json.loads(json.dumps(errors.as_dict()))["merges"][0]["gt_ids"] == [20, 30]
+
+
+def test_object_errors_sum_to_voi_and_come_worst_first():
+    rng = np.random.default_rng(7)
+    gt = rng.integers(0, 30, size=(6, 24, 24))
+    seg = rng.integers(0, 25, size=gt.shape) * (rng.random(gt.shape) < 0.5) + gt * 100
+    scores = evaluate(seg, gt)
+    errors = object_errors(seg, gt, top=1000)
+    assert sum(split.bits for split in errors.splits) == pytest.approx(scores.voi_split)
+    assert sum(merge.bits for merge in errors.merges) == pytest.approx(scores.voi_merge)
+    assert len(errors.splits) == errors.n_split and len(errors.merges) == errors.n_merging
+    assert all(split.n_segments > 1 and split.bits > 0 for split in errors.splits)
+    assert all(merge.n_objects > 1 and len(merge.gt_ids) <= 5 for merge in errors.merges)
+    worst = object_errors(seg, gt, top=3)
+    assert worst.splits == errors.splits[:3] and worst.merges == errors.merges[:3]
+    assert [s.bits for s in errors.splits] == sorted((s.bits for s in errors.splits), reverse=True)
+    assert [m.bits for m in errors.merges] == sorted((m.bits for m in errors.merges), reverse=True)
+    sizes = {int(g): int(np.count_nonzero(gt == g)) for g in np.unique(gt[gt > 0])}
+    assert all(split.size == sizes[split.gt_id] for split in errors.splits)
+    with pytest.raises(NeuropilError, match="top"):
+        object_errors(seg, gt, top=0)
+
+
+def _write_merge_and_split(tmp_path):
+    # object 1 is cut into segments 1 and 2; segment 3 joins objects 2 and 3 (and unlabelled voxels)
+    gt = np.array([[[1, 1, 1, 1, 2, 2, 3, 3, 0, 0]]], dtype=np.uint64)
+    seg = np.array([[[1, 1, 2, 2, 3, 3, 3, 3, 3, 3]]], dtype=np.uint64)
+    write_volume(tmp_path / "v.h5:seg", seg)
+    write_volume(tmp_path / "v.h5:gt", gt)
+    return [f"{tmp_path}/v.h5:seg", f"{tmp_path}/v.h5:gt"]
+
+
+def test_cli_evaluate_objects_lists_worst_splits_and_merges(tmp_path, capsys):
+    addresses = _write_merge_and_split(tmp_path)
+    assert main(["evaluate", *addresses]) == 0
+    plain = capsys.readouterr().out
+    assert plain.splitlines()[0].startswith("VOI split") and len(plain.splitlines()) == 4
+    assert main(["evaluate", *addresses, "--objects", "5"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(plain)
+    lines = text.splitlines()
+    split_row = lines[lines.index(next(line for line in lines if line.startswith("Worst splits"))) + 2].split()
+    assert split_row[:3] == ["1", "4", "2"] and float(split_row[3]) == pytest.approx(0.5)
+    merge_row = lines[lines.index(next(line for line in lines if line.startswith("Worst merges"))) + 2].split()
+    assert merge_row[:3] == ["3", "4", "2"] and float(merge_row[3]) == pytest.approx(0.5)
+    assert text.rstrip().endswith("2, 3")
+    assert main(["evaluate", *addresses, "--objects", "0"]) == 2
+    assert "--objects" in capsys.readouterr().err
+
+
+def test_cli_evaluate_objects_in_json(tmp_path, capsys):
+    addresses = _write_merge_and_split(tmp_path)
+    assert main(["evaluate", *addresses, "--json"]) == 0
+    assert "worst_splits" not in json.loads(capsys.readouterr().out)
+    assert main(["evaluate", *addresses, "--json", "--objects", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["voi_split"] == pytest.approx(0.5) and result["voi_merge"] == pytest.approx(0.5)
+    assert result["worst_splits"] == [{"gt_id": 1, "size": 4, "n_segments": 2, "bits": pytest.approx(0.5)}]
+    assert result["worst_merges"] == [
+        {"segment_id": 3, "size": 4, "gt_ids": [2, 3], "n_objects": 2, "bits": pytest.approx(0.5)}
+    ]

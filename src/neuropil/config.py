@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, NamedTuple, Self
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Self
 
 from pydantic import (
     AfterValidator,
@@ -60,14 +60,16 @@ from pydantic import (
 )
 
 from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE
-from neuropil.conventions import METHOD_VOXEL_SIZE, positive_voxel_size
-from neuropil.data.catalog import get_dataset, load_catalog
+from neuropil.conventions import METHOD_VOXEL_SIZE, LabelZero, positive_voxel_size
+from neuropil.data.catalog import DatasetEntry, LabelCoverage, VolumeEntry, get_dataset, load_catalog
 from neuropil.data.labels import catalog_domains
 from neuropil.data.sampling import VALIDATION_WIDTH
 from neuropil.data.synth import PRESETS, synthetic_volume
 from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
+from neuropil.evaluate import THRESHOLD_GRID
 from neuropil.files import write_text_atomic
+from neuropil.io import open_volume
 from neuropil.model import ModelConfig
 from neuropil.segment.agglomerate import METHODS
 from neuropil.train import TrainConfig, Trainer
@@ -233,21 +235,70 @@ class DatasetDomain(BaseModel):
         return value
 
 
+class VolumeDomain(BaseModel):
+    """A labelled volume of one's own, given as a catalog entry would give it (addresses, voxel size, labels).
+
+    Loaded, rescaled and cut by the validation band as a catalog dataset's ``train``
+    volume is (:func:`neuropil.data.labels.load_training_volume`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    raw: str
+    """Address of the raw image (``file.h5:key``, ``dir.zarr/key``, ``stack.tif``, a folder of slices)."""
+    labels: str
+    """Address of the labels: object ids (0 as ``label_zero`` says)."""
+    mask: str | None = None
+    """Address of a mask of the voxels whose labels are known (non-zero = known), optional."""
+    voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] | None = None
+    """(z, y, x) nm; default: the raw file's own (an error when it stores none)."""
+    labels_cover: LabelCoverage = LabelCoverage.DENSE
+    """``dense`` (every object), ``some-objects`` (label 0 = unlabelled) or ``in-plane`` (2-D ids per section)."""
+    label_zero: LabelZero = LabelZero.BOUNDARY
+    """What label 0 is where the labels are dense: thin ``boundary`` or ``extracellular`` space."""
+    validation_width: int | None = Field(default=None, ge=0)
+    weight: float = Field(default=1.0, ge=0)
+
+    def entry(self, name: str, *, role: str = "train") -> DatasetEntry:
+        """This volume as a one-volume catalog entry called ``name`` (its voxel size resolved)."""
+        voxel_size = self.voxel_size
+        if voxel_size is None:
+            with open_volume(self.raw) as volume:
+                stored = volume.voxel_size
+            if stored is None:
+                raise NeuropilError(f"{self.raw}: voxel size unknown (not in the file); give 'voxel_size: [z, y, x]'")
+            voxel_size = tuple(float(v) for v in stored)  # type: ignore[assignment]
+        return DatasetEntry(
+            name=name,
+            voxel_size=voxel_size,
+            labels=self.labels_cover,
+            label_zero=self.label_zero,
+            validation_width=self.validation_width,
+            volumes={role: VolumeEntry(raw=self.raw, labels=self.labels, mask=self.mask, role=role)},
+        )
+
+
 def _domain_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        kinds = [kind for kind in ("synthetic", "dataset") if kind in value]
+        kinds = [kind for kind in ("synthetic", "dataset", "raw") if kind in value]
         return kinds[0] if len(kinds) == 1 else None
-    if isinstance(value, (SyntheticDomain, DatasetDomain)):
-        return "synthetic" if isinstance(value, SyntheticDomain) else "dataset"
+    for kind, model in (("synthetic", SyntheticDomain), ("dataset", DatasetDomain), ("raw", VolumeDomain)):
+        if isinstance(value, model):
+            return kind
     return None
 
 
 Domain = Annotated[
-    Annotated[SyntheticDomain, Tag("synthetic")] | Annotated[DatasetDomain, Tag("dataset")],
+    Annotated[SyntheticDomain, Tag("synthetic")]
+    | Annotated[DatasetDomain, Tag("dataset")]
+    | Annotated[VolumeDomain, Tag("raw")],
     Discriminator(
         _domain_kind,
         custom_error_type="domain_kind",
-        custom_error_message="a domain needs exactly one of 'synthetic: PRESET' or 'dataset: CATALOG_NAME'",
+        custom_error_message=(
+            "a domain needs exactly one of 'synthetic: PRESET', 'dataset: CATALOG_NAME' or 'raw: ADDRESS' "
+            "(with 'labels: ADDRESS')"
+        ),
     ),
 ]
 
@@ -359,7 +410,7 @@ class Sweep(BaseModel):
     """One seed for every width."""
 
 
-class ExperimentConfig(Config):
+class SyntheticExperimentConfig(Config):
     """A training run on synthetic domains, held-out test volumes of them and of unseen ones, a segmentation.
 
     Every training domain is synthetic and holds validation volumes: the segmentation's
@@ -464,7 +515,7 @@ class ExperimentConfig(Config):
         return data
 
 
-class DemoConfig(ExperimentConfig):
+class DemoConfig(SyntheticExperimentConfig):
     """The demo (:func:`neuropil.experiments.demo.run_demo`): one model on every training domain."""
 
     what: ClassVar[str] = "a demo configuration"
@@ -474,7 +525,7 @@ ALL_DOMAINS = "all"
 """The study's name of the model trained on every training domain."""
 
 
-class StudyConfig(ExperimentConfig):
+class StudyConfig(SyntheticExperimentConfig):
     """The domain-bias study (:func:`neuropil.experiments.study.run_study`).
 
     One model per training domain plus one on all of them (named :data:`ALL_DOMAINS`),
@@ -511,11 +562,207 @@ class StudyConfig(ExperimentConfig):
         return data
 
 
+class Target(BaseModel):
+    """A volume every model of an experiment predicts: a catalog volume, a synthetic one, or one's own.
+
+    Exactly one of ``dataset`` (with ``volume``), ``synthetic`` (with ``seed`` and
+    ``shape``) or ``raw`` (with ``labels``, ``voxel_size``, ``labels_cover``). Its labels
+    may be dense, cover some objects only (label 0 = unlabelled: only labelled objects
+    are scored, see :mod:`neuropil.evaluate`), be 2-D per section, or be absent (pictures
+    and affinity statistics only).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str | None = None
+    """Catalog name (``neuropil data list``)."""
+    volume: str = "test"
+    """The dataset's volume (its held-out ``test`` volume by default)."""
+    synthetic: str | None = None
+    """A preset of :data:`neuropil.data.synth.PRESETS`."""
+    seed: int = 0
+    """Seed of the synthetic volume (choose one no source uses)."""
+    changes: dict[str, float] = {}
+    """Synthetic parameters replaced, e.g. ``{extracellular_nm: 40}`` (:func:`neuropil.data.synth.with_changes`)."""
+    raw: str | None = None
+    labels: str | None = None
+    mask: str | None = None
+    voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] | None = None
+    labels_cover: LabelCoverage | Literal["none"] = LabelCoverage.DENSE
+    """For ``raw`` targets: ``dense``, ``some-objects``, ``in-plane``, or ``none`` (no labels)."""
+    label_zero: LabelZero = LabelZero.BOUNDARY
+    shape: tuple[int, int, int] | None = None
+    """(z, y, x) voxels at the target voxel size: the centre this big is predicted (synthetic: the
+    volume drawn, required); None: the whole volume."""
+    largest_objects: int | None = Field(default=None, ge=1)
+    """Keep the labels of this many largest objects only, the rest unlabelled: dense labels
+    scored as a target labelled in some objects only (such as dendrites only) would be."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Target:
+        kinds = [kind for kind in ("dataset", "synthetic", "raw") if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a target needs exactly one of 'dataset: NAME', 'synthetic: PRESET' or 'raw: ADDRESS'")
+        if self.synthetic is not None:
+            if self.synthetic not in PRESETS:
+                raise ValueError(f"unknown synthetic preset '{self.synthetic}'; presets are {sorted(PRESETS)}")
+            if self.shape is None:
+                raise ValueError("a synthetic target needs 'shape: [z, y, x]'")
+        if self.raw is not None and (self.labels is None) != (self.labels_cover == "none"):
+            raise ValueError("give 'labels: ADDRESS', or 'labels_cover: none' for a target without labels")
+        if self.dataset is not None and self.dataset not in load_catalog():
+            raise ValueError(f"unknown dataset '{self.dataset}'; the catalog has {sorted(load_catalog())}")
+        if self.shape is not None:
+            _positive_shape(self.shape)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "dataset" if self.dataset is not None else "synthetic" if self.synthetic is not None else "raw"
+
+
+class ModelChoice(BaseModel):
+    """Which models an experiment trains: each source alone, all sources, leave-one-out, named subsets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    each: bool = True
+    """One model per source (named after it)."""
+    all: bool = True
+    """One model on every source (named :data:`ALL_DOMAINS`)."""
+    leave_one_out: bool = False
+    """One model per source on all the others (``all-but-NAME``)."""
+    subsets: dict[str, tuple[str, ...]] = {}
+    """Name -> sources of further models."""
+    variants: dict[str, dict[str, Any]] = {}
+    """Name -> ``{sources: [...] or all, train: {...}}``: a model on those sources with training
+    settings changed (e.g. ``train: {augment: false}``), to compare recipes on the same data."""
+
+
+class QuickSettings(BaseModel):
+    """What ``--quick`` changes: every step runs, at toy size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iterations: int = Field(default=20, ge=1)
+    target_shape: tuple[int, int, int] = (16, 64, 64)
+    """Targets are cut to their centre this big (synthetic ones drawn this big)."""
+    source_shape: tuple[int, int, int] = (16, 96, 96)
+    """Synthetic sources are drawn this big."""
+
+
+class ExperimentConfig(Config):
+    """The method's experiment on any data (``neuropil experiment CONFIG``).
+
+    Sources (training domains: catalog datasets, one's own volumes, synthetic presets) and
+    targets, at one target voxel size; one model per source, one on all, optional
+    leave-one-out, subsets and recipe variants; every model predicts every target, which
+    is segmented at the model's calibrated threshold and at the best one.
+    """
+
+    what: ClassVar[str] = "an experiment configuration"
+
+    target_voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] = METHOD_VOXEL_SIZE
+    validation_width: int = Field(default=VALIDATION_WIDTH, ge=0)
+    """Band 0 <= x < width voxels of real sources kept for validation (a source or its catalog entry may set its own)."""
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    """The training settings of every model (the budget: ``iterations``, ``max_minutes``)."""
+    sources: dict[str, Domain] = Field(min_length=1)
+    targets: dict[str, Target] = Field(min_length=1)
+    models: ModelChoice = ModelChoice()
+    segment: SegmentConfig = SegmentConfig(thresholds=THRESHOLD_GRID)
+    """Agglomeration; ``thresholds`` is the grid of every model's validation (its calibrated
+    threshold) and of the best threshold on each target."""
+    quick: QuickSettings = QuickSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_at_target(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("model") or {}, dict):
+            model = dict(data.get("model") or {})
+            model.setdefault("voxel_size", data.get("target_voxel_size", METHOD_VOXEL_SIZE))
+            data = {**data, "model": model}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if tuple(self.model.voxel_size) != tuple(self.target_voxel_size):
+            raise ValueError("model.voxel_size differs from target_voxel_size; leave it out")
+        names = set(self.sources)
+        for name, listed in {
+            **self.models.subsets,
+            **{k: tuple(v.get("sources") or ()) for k, v in self.models.variants.items() if v.get("sources") != "all"},
+        }.items():
+            unknown = sorted(set(listed) - names)
+            if unknown or not listed:
+                raise ValueError(f"model '{name}' needs sources among {sorted(names)}; got {list(listed)}")
+        for name, variant in self.models.variants.items():
+            extra = sorted(set(variant) - {"sources", "train"})
+            if extra:
+                raise ValueError(f"model variant '{name}': unknown keys {extra} (sources, train)")
+            TrainConfig.model_validate({**self.train.model_dump(), **(variant.get("train") or {})})
+        runs = self.runs()
+        if not runs:
+            raise ValueError("no model to train: set models.each, models.all, subsets or variants")
+        if self.segment.method == "learned":
+            raise ValueError("the learned method needs a trained merge classifier; use mean, quantile or mutex")
+        return self
+
+    def runs(self) -> dict[str, tuple[tuple[str, ...], dict[str, Any]]]:
+        """Model name -> (its sources, its training settings changed from ``train``), in report order."""
+        sources = tuple(self.sources)
+        runs: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {}
+        if self.models.each:
+            runs.update({name: ((name,), {}) for name in sources})
+        if self.models.all and (len(sources) > 1 or not self.models.each):
+            runs[ALL_DOMAINS] = (sources, {})
+        if self.models.leave_one_out and len(sources) > 2:
+            runs.update({f"all-but-{name}": (tuple(s for s in sources if s != name), {}) for name in sources})
+        runs.update({name: (tuple(listed), {}) for name, listed in self.models.subsets.items()})
+        for name, variant in self.models.variants.items():
+            chosen = variant.get("sources", "all")
+            runs[name] = (sources if chosen == "all" else tuple(chosen), dict(variant.get("train") or {}))
+        return runs
+
+    def run_config(self, name: str) -> RunConfig:
+        """The training run of model ``name`` (see :meth:`runs`)."""
+        sources, changes = self.runs()[name]
+        return RunConfig(
+            target_voxel_size=self.target_voxel_size,
+            model=self.model,
+            # validation calibrates on the experiment's grid, so calibrated and best thresholds compare
+            train=TrainConfig.model_validate(
+                {**self.train.model_dump(), "thresholds": self.segment.thresholds, **changes}
+            ),
+            validation_width=self.validation_width,
+            domains={source: self.sources[source] for source in sources},
+        )
+
+    def quick_version(self) -> ExperimentConfig:
+        """Every step at toy size: :attr:`quick`'s iterations, synthetic sources and targets cut small."""
+        data = self.model_dump(mode="json")
+        quick = self.quick
+        every = max(1, quick.iterations // 2)
+        data["train"].update(
+            iterations=quick.iterations,
+            checkpoint_every=every,
+            max_minutes=None,
+            validation_shape=list(quick.target_shape),
+        )
+        for source in data["sources"].values():
+            if "synthetic" in source:
+                source["shape"] = list(quick.source_shape)
+        for target in data["targets"].values():
+            target["shape"] = list(quick.target_shape)
+        return type(self).model_validate(data)
+
+
 def _error_line(error: ValidationError, where: str) -> NeuropilError:
     first = error.errors()[0]
     location = list(first["loc"])
     for at, part in enumerate(location[:-2]):
-        if part == "domains" and location[at + 2] in ("synthetic", "dataset"):
+        if part in ("domains", "sources") and location[at + 2] in ("synthetic", "dataset", "raw"):
             del location[at + 2]  # the union's tag (synthetic/dataset), not a key of the file
             break
     message = first["msg"].removeprefix("Value error, ")
@@ -586,18 +833,19 @@ def build_domains(config: RunConfig) -> Domains:
             if held_out:
                 validation[name] = held_out
             continue
+        entry = domain.entry(name) if isinstance(domain, VolumeDomain) else get_dataset(domain.dataset)
         width = domain.validation_width
         if width is None:
-            width = get_dataset(domain.dataset).validation_width
+            width = entry.validation_width
         loaded_training, loaded_validation = catalog_domains(
-            [domain.dataset],
+            [entry],
             target_voxel_size=target,
             validation_width=config.validation_width if width is None else width,
             patch_shape=config.train.patch_shape,
         )
-        training[name] = loaded_training[domain.dataset]
-        if domain.dataset in loaded_validation:
-            validation[name] = loaded_validation[domain.dataset]
+        training[name] = loaded_training[entry.name]
+        if entry.name in loaded_validation:
+            validation[name] = loaded_validation[entry.name]
     return Domains(training, validation)
 
 
@@ -653,6 +901,9 @@ __all__ = [
     "StudyConfig",
     "Sweep",
     "SyntheticDomain",
+    "SyntheticExperimentConfig",
+    "Target",
+    "VolumeDomain",
     "build_domains",
     "load_config",
     "parse_config",

@@ -3,6 +3,12 @@
 Both are computed from one sparse contingency table of (segmentation, ground truth)
 ids, so that label arrays of any size and id range cost one pass.
 
+Voxels whose ground truth is 0, or outside a mask, are not scored. This is also how
+partial labels (e.g. dendrites only) are scored: give unlabelled voxels 0 (or a mask).
+A segment then counts as a merge only for the labelled objects it joins, however far it
+reaches into unlabelled tissue. :func:`object_errors` names the objects split and the
+segments merging most, with their share of VOI split and merge.
+
 References
 ----------
 Meila, M. (2007). Comparing clusterings - an information based distance.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -74,6 +81,13 @@ def contingency_table(
     table : (n_segments, n_objects) csr_matrix of float64
         Rows are compact segmentation ids, columns compact ground-truth ids.
     """
+    return _labelled_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)[0]
+
+
+def _labelled_table(
+    segmentation, ground_truth, *, mask, ignore_zero
+) -> tuple[scipy.sparse.csr_matrix, NDArray, NDArray]:
+    """The contingency table with the segmentation ids of its rows and the ground-truth ids of its columns."""
     segmentation = np.asarray(segmentation)
     ground_truth = np.asarray(ground_truth)
     if segmentation.shape != ground_truth.shape:
@@ -90,25 +104,30 @@ def contingency_table(
         keep = keep & (ground_truth != 0)
     seg = segmentation[keep].ravel()
     gt = ground_truth[keep].ravel()
-    _, seg_index = np.unique(seg, return_inverse=True)
-    _, gt_index = np.unique(gt, return_inverse=True)
-    n_rows = int(seg_index.max()) + 1 if seg.size else 0
-    n_cols = int(gt_index.max()) + 1 if gt.size else 0
+    seg_ids, seg_index = np.unique(seg, return_inverse=True)
+    gt_ids, gt_index = np.unique(gt, return_inverse=True)
     table = scipy.sparse.coo_matrix(
-        (np.ones(seg.size, dtype=np.float64), (seg_index.ravel(), gt_index.ravel())), shape=(n_rows, n_cols)
+        (np.ones(seg.size, dtype=np.float64), (seg_index.ravel(), gt_index.ravel())),
+        shape=(seg_ids.size, gt_ids.size),
     )
-    return table.tocsr()
+    return table.tocsr(), seg_ids, gt_ids
 
 
 def _scored_table(segmentation, ground_truth, *, mask, ignore_zero) -> scipy.sparse.csr_matrix:
     """The contingency table, refusing one with no voxels: an empty score would read as perfect."""
-    table = contingency_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
+    return _scored_labelled_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)[0]
+
+
+def _scored_labelled_table(
+    segmentation, ground_truth, *, mask, ignore_zero
+) -> tuple[scipy.sparse.csr_matrix, NDArray, NDArray]:
+    table, seg_ids, gt_ids = _labelled_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
     if table.sum() == 0:
         raise NeuropilError(
             f"no voxels to score in a volume of shape {np.shape(ground_truth)}: it is empty, "
             "its ground truth is all 0 or the mask excludes every labelled voxel"
         )
-    return table
+    return table, seg_ids, gt_ids
 
 
 def _entropy_terms(counts: NDArray) -> float:
@@ -192,6 +211,10 @@ def evaluate(
 
     Voxels where the ground truth is 0 are left out (``ignore_zero``), and so are
     voxels outside ``mask``: this is how partial labels (e.g. dendrites only) are scored.
+    Give unlabelled voxels 0 (or leave them out of the mask): only voxels of labelled
+    objects are then counted, and a segment is a merge only for the labelled objects it
+    joins; how much unlabelled tissue it also covers changes no score. No separate
+    partial-label option is needed. :func:`object_errors` names the worst objects.
 
     Parameters
     ----------
@@ -222,6 +245,138 @@ def evaluate(
         arand_recall=recall,
         n_voxels=int(table.sum()),
     )
+
+
+JOINED_IDS_SHOWN = 5
+"""Ground-truth ids a :class:`SegmentMerge` lists (the largest of those it joins)."""
+
+
+@dataclass(frozen=True)
+class ObjectSplit:
+    """A ground-truth object cut into more than one segment."""
+
+    gt_id: int
+    """Its ground-truth id."""
+    size: int
+    """Its scored voxels."""
+    n_segments: int
+    """Segments it is cut into."""
+    bits: float
+    """Its share of VOI split in bits; the shares of all objects sum to ``voi_split``."""
+
+
+@dataclass(frozen=True)
+class SegmentMerge:
+    """A segment joining more than one ground-truth object."""
+
+    segment_id: int
+    """Its segmentation id."""
+    size: int
+    """Its scored voxels (those of labelled objects only)."""
+    gt_ids: tuple[int, ...]
+    """The ground-truth objects it joins, most overlapped first (at most :data:`JOINED_IDS_SHOWN`)."""
+    n_objects: int
+    """Ground-truth objects it joins, all of them."""
+    bits: float
+    """Its share of VOI merge in bits; the shares of all segments sum to ``voi_merge``."""
+
+
+@dataclass(frozen=True)
+class ObjectErrors:
+    """The worst split objects and merging segments, worst (most bits) first."""
+
+    splits: tuple[ObjectSplit, ...]
+    merges: tuple[SegmentMerge, ...]
+    n_split: int
+    """Ground-truth objects in more than one segment, listed or not."""
+    n_merging: int
+    """Segments joining more than one ground-truth object, listed or not."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "splits": [asdict(split) for split in self.splits],
+            "merges": [{**asdict(merge), "gt_ids": list(merge.gt_ids)} for merge in self.merges],
+            "n_split": self.n_split,
+            "n_merging": self.n_merging,
+        }
+
+
+def object_errors(
+    segmentation: NDArray, ground_truth: NDArray, *, mask: NDArray | None = None, top: int = 10
+) -> ObjectErrors:
+    """The ground-truth objects split and the segments merging most, with their shares of VOI.
+
+    Scores the voxels :func:`evaluate` scores (ground truth not 0, inside ``mask``) from the
+    same contingency table n_sg. Object g's share of VOI split is
+    sum_s n_sg / n * log2(n_g / n_sg) and segment s's share of VOI merge is
+    sum_g n_sg / n * log2(n_s / n_sg), so the shares sum to ``voi_split`` and ``voi_merge``.
+    With partial labels (unlabelled voxels 0) a segment's size and merges count labelled
+    voxels only. Objects in one segment and segments of one object have no share and are
+    left out.
+
+    Parameters
+    ----------
+    segmentation, ground_truth : (z, y, x) ndarray of int
+        Label volumes of the same shape; neither is modified.
+    mask : (z, y, x) ndarray of bool, optional
+        Only voxels where the mask is true are scored.
+    top : int
+        Most splits and most merges listed.
+
+    Returns
+    -------
+    ObjectErrors
+
+    Raises
+    ------
+    NeuropilError
+        When ``top`` is below 1, the shapes differ, the labels are not integers, or no voxel is left to score.
+    """
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+        raise NeuropilError(f"top must be a whole number >= 1, got {top!r}")
+    table, seg_ids, gt_ids = _scored_labelled_table(segmentation, ground_truth, mask=mask, ignore_zero=True)
+    n = float(table.sum())
+    cells = table.tocoo()
+    rows, cols, counts = cells.row, cells.col, cells.data
+    seg_sizes = np.bincount(rows, weights=counts, minlength=seg_ids.size)
+    gt_sizes = np.bincount(cols, weights=counts, minlength=gt_ids.size)
+    split_bits = np.bincount(cols, weights=counts * np.log2(gt_sizes[cols] / counts) / n, minlength=gt_ids.size)
+    merge_bits = np.bincount(rows, weights=counts * np.log2(seg_sizes[rows] / counts) / n, minlength=seg_ids.size)
+    n_segments = np.bincount(cols, minlength=gt_ids.size)
+    n_objects = np.bincount(rows, minlength=seg_ids.size)
+
+    splits = [
+        ObjectSplit(
+            gt_id=int(gt_ids[g]), size=int(gt_sizes[g]), n_segments=int(n_segments[g]), bits=float(split_bits[g])
+        )
+        for g in _worst(np.flatnonzero(n_segments > 1), split_bits, gt_sizes, top)
+    ]
+    merges = []
+    for s in _worst(np.flatnonzero(n_objects > 1), merge_bits, seg_sizes, top):
+        start, stop = table.indptr[s], table.indptr[s + 1]
+        objects, overlaps = table.indices[start:stop], table.data[start:stop]
+        joined = objects[np.lexsort((objects, -overlaps))]
+        merges.append(
+            SegmentMerge(
+                segment_id=int(seg_ids[s]),
+                size=int(seg_sizes[s]),
+                gt_ids=tuple(int(gt_ids[g]) for g in joined[:JOINED_IDS_SHOWN]),
+                n_objects=int(n_objects[s]),
+                bits=float(merge_bits[s]),
+            )
+        )
+    return ObjectErrors(
+        splits=tuple(splits),
+        merges=tuple(merges),
+        n_split=int(np.count_nonzero(n_segments > 1)),
+        n_merging=int(np.count_nonzero(n_objects > 1)),
+    )
+
+
+def _worst(candidates: NDArray, bits: NDArray, sizes: NDArray, top: int) -> NDArray:
+    """The ``top`` candidates with the most bits, then the largest, then the lowest index."""
+    order = np.lexsort((candidates, -sizes[candidates], -bits[candidates]))
+    return candidates[order[:top]]
 
 
 def section_ids(labels: NDArray) -> NDArray[np.uint64]:

@@ -12,7 +12,19 @@ EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neuropil.cli import agglomeration, augment, data, demo, evaluate, models, predict, segment, study, train
+    from neuropil.cli import (
+        agglomeration,
+        augment,
+        data,
+        demo,
+        evaluate,
+        experiment,
+        models,
+        predict,
+        segment,
+        study,
+        train,
+    )
 
     parser = argparse.ArgumentParser(
         prog="neuropil",
@@ -20,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, study, data, train, augment, models, predict, segment, agglomeration, evaluate):
+    for module in (demo, experiment, study, data, train, augment, models, predict, segment, agglomeration, evaluate):
         module.add_parser(subparsers)
     return parser
 

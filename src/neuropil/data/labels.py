@@ -217,13 +217,13 @@ def _voxel_size_triple(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def catalog_domains(
-    datasets: Sequence[str],
+    datasets: Sequence[str | DatasetEntry],
     *,
     target_voxel_size: Sequence[float],
     validation_width: int | None = None,
     patch_shape: Sequence[int] | None = None,
 ) -> tuple[dict[str, list[TrainingVolume]], dict[str, list[TrainingVolume]]]:
-    """Training and validation domains from catalog datasets, one domain per dataset.
+    """Training and validation domains from catalog datasets (names or entries), one domain per dataset.
 
     Every ``train``-role volume is loaded at ``target_voxel_size`` and cut by
     :func:`split_validation_band`; ``test``-role volumes are left out. Parts smaller
@@ -241,8 +241,9 @@ def catalog_domains(
     """
     training: dict[str, list[TrainingVolume]] = {}
     validation: dict[str, list[TrainingVolume]] = {}
-    for name in datasets:
-        entry = get_dataset(name)
+    for dataset in datasets:
+        entry = get_dataset(dataset) if isinstance(dataset, str) else dataset
+        name = entry.name
         width = validation_width if validation_width is not None else entry.validation_width
         width = VALIDATION_WIDTH if width is None else width
         usable = {n: v for n, v in entry.volumes.items() if v.role == "train" and v.raw and v.labels}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from neuropil.config import CONFIG_FOLDER, ExperimentConfig
+from neuropil.config import CONFIG_FOLDER, SyntheticExperimentConfig
 from neuropil.data.synth import PRESETS, SynthDomain, synthetic_volume
 from neuropil.data.volumes import TrainingVolume
 from neuropil.evaluate import Scores, evaluate
@@ -20,14 +20,14 @@ def shipped_config(name: str) -> Path:
     return CONFIG_FOLDER / f"{name}.yaml"
 
 
-def held_out_volume(config: ExperimentConfig, domain: str | SynthDomain, seed: int) -> TrainingVolume:
+def held_out_volume(config: SyntheticExperimentConfig, domain: str | SynthDomain, seed: int) -> TrainingVolume:
     """A held-out volume of ``config.test_shape`` at the target voxel size."""
     return synthetic_volume(
         domain, shape=config.test_shape, target_voxel_size=config.training.target_voxel_size, seed=seed
     )
 
 
-def held_out_volumes(config: ExperimentConfig) -> dict[str, TrainingVolume]:
+def held_out_volumes(config: SyntheticExperimentConfig) -> dict[str, TrainingVolume]:
     """The test volume of every training domain, then of every unseen one (``config.test_seeds``)."""
     return {
         name: held_out_volume(config, config.preset(name), config.test_seeds[name])
@@ -35,7 +35,7 @@ def held_out_volumes(config: ExperimentConfig) -> dict[str, TrainingVolume]:
     }
 
 
-def segmentations(affinities: NDArray, config: ExperimentConfig) -> list[NDArray[np.uint64]]:
+def segmentations(affinities: NDArray, config: SyntheticExperimentConfig) -> list[NDArray[np.uint64]]:
     """:func:`neuropil.segment.segment` of ``(c, z, y, x)`` affinities at every threshold of ``config.segment``."""
     return segment(
         affinities, voxel_size=config.training.target_voxel_size, **config.segment.model_dump()
@@ -47,7 +47,7 @@ def scores_per_threshold(segmented: list[NDArray[np.uint64]], volume: TrainingVo
     return [evaluate(segmentation, volume.labels) for segmentation in segmented]
 
 
-def agglomeration_words(config: ExperimentConfig) -> str:
+def agglomeration_words(config: SyntheticExperimentConfig) -> str:
     """How the report names the agglomeration, e.g. ``mean-affinity agglomeration``."""
     method = config.segment.method
     return {"mean": "mean-affinity agglomeration", "mutex": "the mutex watershed"}.get(
@@ -55,7 +55,7 @@ def agglomeration_words(config: ExperimentConfig) -> str:
     )
 
 
-def domain_lines(config: ExperimentConfig) -> str:
+def domain_lines(config: SyntheticExperimentConfig) -> str:
     """A Markdown list of the training and unseen domains: preset description and voxel size."""
     lines = []
     for name in (*config.training.domains, *config.unseen):
