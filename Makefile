@@ -27,7 +27,22 @@ demo: install
 demo-quick: install
 	$(BIN)/neuropil demo --quick --out $(DEMO_OUT)
 
+# The browser tests (tests/browser.py) need a Chromium: Debian's package is installed when none is on PATH and
+# apt-get can run as root (directly or by password-less sudo); otherwise they skip, saying why.
 test: install
+	@found=$${NEUROPIL_CHROMIUM:+yes}; \
+	for name in chromium chromium-browser google-chrome google-chrome-stable chrome; do \
+	  command -v $$name >/dev/null 2>&1 && found=yes; \
+	done; \
+	if [ -z "$$found" ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then as_root=; elif sudo -n true 2>/dev/null; then as_root="sudo -n"; else as_root=no; fi; \
+	  if [ "$$as_root" != no ]; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt="$$as_root env DEBIAN_FRONTEND=noninteractive apt-get -qq -o Dpkg::Use-Pty=0"; \
+	    { $$apt install -y --no-install-recommends chromium || { $$apt update && $$apt install -y --no-install-recommends chromium; }; } \
+	      >/dev/null 2>&1 || echo "could not install chromium: the browser tests will skip"; \
+	  fi; \
+	fi
 	$(BIN)/python -m pytest -q
 
 # ruff (lint rules and formatting) and mypy (settings in pyproject.toml), as CI runs them

@@ -87,7 +87,7 @@ def test_every_model_is_scored_on_every_target_as_its_labels_allow(experiment):
     assert set(pairs) == {
         (m, t) for m in models for t in ("cremi-like", "wide-ecs", "mouse", "dendrites", "unlabelled")
     }
-    for (model, target), result in pairs.items():
+    for (_, target), result in pairs.items():
         assert 0.0 <= result["near_zero_fraction"] <= 1.0
         if target == "unlabelled":
             assert result["at_best"] is None and result["truth_boundary_fraction"] is None
@@ -152,3 +152,15 @@ def test_bad_experiment_configs_are_one_line_errors(tmp_path):
     ):
         with pytest.raises(NeuropilError, match=words):
             ExperimentConfig.parse({**base, **change})
+
+
+def test_the_report_opens_in_a_real_browser_with_every_image_and_no_console_error(experiment, tmp_path):
+    import browser
+
+    browser.require_chromium()
+    _, out = experiment
+    shown = browser.render(out / "report" / "index.html", tmp_path / "report.png")
+    assert shown.loaded and shown.title == "neuropil experiment"
+    assert shown.images_total == 7 and shown.images_loaded == 7, shown.images_failed
+    assert shown.console_errors == []
+    assert shown.screenshot.read_bytes().startswith(browser.PNG_MAGIC) and shown.screenshot.stat().st_size > 20_000
