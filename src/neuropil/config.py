@@ -11,10 +11,13 @@ works without a configuration.
 - :class:`PredictConfig`: the options of :func:`neuropil.predict.predict_file` and the
   block shape of :func:`neuropil.blockwise.predict_blockwise`.
 - :class:`SegmentConfig`: the options of :func:`neuropil.segment.segment`.
-- :class:`DemoConfig` and :class:`StudyConfig`: the experiments of
-  :mod:`neuropil.experiments`, a training run plus held-out test volumes and a
-  segmentation; shipped in :data:`CONFIG_FOLDER` (``demo.yaml``, ``demo-quick.yaml``,
-  ``study.yaml``, ``study-quick.yaml``).
+- :class:`DemoConfig`: the demo (:mod:`neuropil.experiments.demo`), a training run on
+  synthetic domains plus held-out test volumes and a segmentation; shipped in
+  :data:`CONFIG_FOLDER` (``demo.yaml``, ``demo-quick.yaml``).
+- :class:`ExperimentConfig`: the method's experiment (``neuropil experiment CONFIG``,
+  :mod:`neuropil.experiments.experiment`): sources, targets, the models to train; the
+  domain-bias study on synthetic domains is ``synthetic-ecs.yaml`` of :data:`CONFIG_FOLDER`
+  (``neuropil study``).
 
 A training run's YAML (see ``configs/`` for complete ones)::
 
@@ -77,7 +80,7 @@ from neuropil.train import TrainConfig, Trainer
 logger = logging.getLogger(__name__)
 
 CONFIG_FOLDER = Path(__file__).resolve().parent / "configs"
-"""The configurations shipped with the package: ``demo.yaml``, ``demo-quick.yaml``, ``study.yaml``, ``study-quick.yaml``."""
+"""The configurations shipped with the package: ``demo.yaml``, ``demo-quick.yaml``, ``synthetic-ecs.yaml``."""
 
 
 def _positive_shape(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -397,19 +400,6 @@ class PredictConfig(Config):
         return _positive_shape(value)
 
 
-class Sweep(BaseModel):
-    """Test volumes of one domain with wider and wider extracellular space, the same processes in each."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    domain: str
-    """A training domain; its preset's ``extracellular_nm`` is replaced."""
-    extracellular_nm: tuple[Annotated[float, Field(ge=0)], ...] = Field(min_length=2)
-    """The widths, nm, from the first to the last."""
-    seed: int
-    """One seed for every width."""
-
-
 class SyntheticExperimentConfig(Config):
     """A training run on synthetic domains, held-out test volumes of them and of unseen ones, a segmentation.
 
@@ -522,44 +512,7 @@ class DemoConfig(SyntheticExperimentConfig):
 
 
 ALL_DOMAINS = "all"
-"""The study's name of the model trained on every training domain."""
-
-
-class StudyConfig(SyntheticExperimentConfig):
-    """The domain-bias study (:func:`neuropil.experiments.study.run_study`).
-
-    One model per training domain plus one on all of them (named :data:`ALL_DOMAINS`),
-    every model scored on every test volume and on the ``sweep``.
-    """
-
-    what: ClassVar[str] = "a study configuration"
-
-    sweep: Sweep
-
-    @field_validator("training")
-    @classmethod
-    def _no_domain_named_all(cls, value: RunConfig) -> RunConfig:
-        if ALL_DOMAINS in value.domains:
-            raise ValueError(f"'{ALL_DOMAINS}' names the model trained on every domain; rename that domain")
-        return value
-
-    @field_validator("sweep")
-    @classmethod
-    def _sweep_of_a_training_domain(cls, value: Sweep, info: ValidationInfo) -> Sweep:
-        training = info.data.get("training")
-        if training is None:
-            return value
-        domain = training.domains.get(value.domain)
-        if domain is None:
-            raise ValueError(f"domain '{value.domain}' is not a training domain; they are {list(training.domains)}")
-        if value.seed in (*domain.training_seeds(), *domain.held_out_seeds()):
-            raise ValueError(f"seed {value.seed} also draws a training or validation volume of '{value.domain}'")
-        return value
-
-    def _reseeded_data(self, seed: int) -> dict[str, Any]:
-        data = super()._reseeded_data(seed)
-        data["sweep"]["seed"] += 1000 * seed
-        return data
+"""The name of the experiment's model trained on every source."""
 
 
 class Target(BaseModel):
@@ -898,8 +851,6 @@ __all__ = [
     "PredictConfig",
     "RunConfig",
     "SegmentConfig",
-    "StudyConfig",
-    "Sweep",
     "SyntheticDomain",
     "SyntheticExperimentConfig",
     "Target",

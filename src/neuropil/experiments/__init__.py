@@ -1,1 +1,1 @@
-"""Experiments run as one command: the synthetic demo and the domain-bias study."""
+"""Experiments run as one command: the synthetic demo and the method's experiment (``neuropil experiment``, ``neuropil study``)."""

@@ -1,4 +1,4 @@
-"""What the demo and the study share: their shipped configurations, test volumes, segmentation and threshold choice."""
+"""What the demo shares with other experiments: shipped configurations, test volumes, segmentation and threshold choice."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from neuropil.config import CONFIG_FOLDER, SyntheticExperimentConfig
 from neuropil.data.synth import PRESETS, SynthDomain, synthetic_volume
 from neuropil.data.volumes import TrainingVolume
 from neuropil.evaluate import Scores, evaluate
-from neuropil.evaluate import best_threshold as best_threshold  # used by the demo and the study
+from neuropil.evaluate import best_threshold as best_threshold  # used by the demo
 from neuropil.segment import segment
 
 
 def shipped_config(name: str) -> Path:
-    """The path of a configuration shipped with the package, e.g. ``demo`` or ``study-quick``."""
+    """The path of a configuration shipped with the package, e.g. ``demo`` or ``synthetic-ecs``."""
     return CONFIG_FOLDER / f"{name}.yaml"
 
 

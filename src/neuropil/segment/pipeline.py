@@ -1,7 +1,7 @@
 """The one segmentation pipeline: affinities (or a boundary map) -> watershed fragments -> segments.
 
 Every caller composes the stages here: ``neuropil segment``, the Python API, the demo
-and the study, and each block of :func:`neuropil.blockwise.segment_blockwise`. The
+and the experiments, and each block of :func:`neuropil.blockwise.segment_blockwise`. The
 voxel size is required, because the watershed's seeds are the maxima of a distance
 transform in nanometres: the same affinities at 25x13x13 nm and at 13x13x13 nm give
 different fragments.
