@@ -10,6 +10,10 @@ Each row gives the scores at the threshold the run calibrated on its own validat
 (what ``neuropil segment`` uses without ``--threshold``) and at the best threshold on test.
 
     PYTHONPATH=src python benchmarks/recipes.py [--out runs/recipes] [--parallel 2] [--threads T] [NAME ...]
+        [--score-only] [--also RUN ...]
+
+``--also`` scores other run folders the same way (e.g. ``runs/generalist`` of
+``neuropil train configs/generalist.yaml``).
 
 Training is resumable: running again continues unfinished runs and reuses finished ones.
 Needs the catalog sets fib-gala, isbi2012 and vnc-gerhard2013 (``neuropil data list``).
@@ -29,7 +33,7 @@ import numpy as np
 
 from neuropil.checkpoint import load_checkpoint, load_model
 from neuropil.data.catalog import get_dataset
-from neuropil.data.resample import resample
+from neuropil.data.resample import labels_on_grid, resample
 from neuropil.evaluate import THRESHOLD_GRID, Scores, evaluate
 from neuropil.io import open_volume
 from neuropil.predict import predict_affinities
@@ -46,6 +50,7 @@ WHAT = {
     "no-fib-long-range": "no FIB-SEM; + long-range affinities",
     "fib-only": "in-domain: fib-gala train only",
     "all-domains": "all domains (FIB-SEM included)",
+    "generalist": "the shipped generalist (base 16, longer)",
 }
 
 
@@ -68,15 +73,8 @@ def test_volume() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     return raw, labels, dataset.volume_voxel_size(entry)
 
 
-def back_to_grid(segmentation: np.ndarray, shape: tuple[int, ...], model_size, test_size) -> np.ndarray:
-    """A segmentation at the model's voxel size on the test volume's grid (nearest neighbour, edges repeated)."""
-    labels = resample(segmentation, voxel_size=model_size, target_voxel_size=test_size, kind="labels")
-    labels = labels[tuple(slice(0, s) for s in shape)]
-    return np.pad(labels, [(0, s - c) for s, c in zip(shape, labels.shape)], mode="edge")
-
-
-def score(name: str, out: Path) -> dict:
-    run = out / name
+def score(name: str, out: Path, run: Path | None = None) -> dict:
+    run = out / name if run is None else run
     checkpoint = run / "best.pt" if (run / "best.pt").exists() else run / "checkpoint.pt"
     state = load_checkpoint(run / "checkpoint.pt")
     calibrated = float(load_checkpoint(checkpoint)["merge_threshold"])
@@ -87,7 +85,8 @@ def score(name: str, out: Path) -> dict:
     affinities = predict_affinities(image, model, tile_shape=None, progress=False)
     result = segment(affinities, voxel_size=model_size, thresholds=THRESHOLD_GRID)
     scores: list[Scores] = [
-        evaluate(back_to_grid(s, labels.shape, model_size, test_size), labels) for s in result.segmentations
+        evaluate(labels_on_grid(s, voxel_size=model_size, target_voxel_size=test_size, shape=labels.shape), labels)
+        for s in result.segmentations
     ]
     best = int(np.argmin([s.voi for s in scores]))
     log = (run / "log.csv").read_text().splitlines()[1:]
@@ -112,7 +111,7 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         c, b = row["at_calibrated"], row["at_best"]
         lines.append(
-            f"| {WHAT[row['name']]} (`{row['name']}`) | {row['iterations']} ({row['best_iteration']}) | "
+            f"| {WHAT.get(row['name'], row['name'])} (`{row['name']}`) | {row['iterations']} ({row['best_iteration']}) | "
             f"{row['minutes']:.1f} | {row['calibrated']:.2f} | {c.voi_split:.3f} | {c.voi_merge:.3f} | "
             f"{c.arand:.3f} | {row['best']:.2f} | {b.voi_split:.3f} | {b.voi_merge:.3f} | {b.arand:.3f} |"
         )
@@ -133,6 +132,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per run (default: cores / parallel)")
     parser.add_argument("--score-only", action="store_true", help="score the runs as they are, no training")
+    parser.add_argument("--also", type=Path, nargs="*", default=[], metavar="RUN", help="other run folders to score")
     args = parser.parse_args()
     unknown = sorted(set(args.names) - set(ORDER))
     if unknown:
@@ -144,6 +144,7 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
             list(pool.map(lambda name: train(name, args.out, threads), args.names))
     rows = [score(name, args.out) for name in args.names]
+    rows += [score(run.name, args.out, run) for run in args.also]
     print(table(rows))
     print(
         f"\nfib-gala test (50x100x200 at 10 nm), mean agglomeration, VOI in bits; thr (val): calibrated on the "

@@ -138,3 +138,17 @@ def test_region_needs_one_step_1_slice_per_axis():
         resample_region(volume, (slice(0, 4), slice(0, 5)), **sizes)
     with pytest.raises(NeuropilError, match="step 1"):
         resample_region(volume, (slice(0, 4), slice(0, 5), slice(0, 10, 2)), **sizes)
+
+
+def test_labels_on_grid_fit_the_ground_truth_shape_and_refuse_another_volume():
+    from neuropil.data.resample import labels_on_grid
+
+    z, y, x = np.indices((50, 100, 20))
+    labels = (1 + z // 10 * 100 + y // 10 * 10 + x // 10).astype(np.uint64)  # 10-voxel cubes
+    coarse = resample(labels, voxel_size=(10, 10, 10), target_voxel_size=(25, 13, 13), kind="labels")
+    assert coarse.shape == (20, 77, 15)
+    back = labels_on_grid(coarse, voxel_size=(25, 13, 13), target_voxel_size=(10, 10, 10), shape=labels.shape)
+    assert back.shape == labels.shape and set(np.unique(back)) <= set(np.unique(coarse))
+    assert (back == labels).mean() > 0.8  # only voxels next to a cube's face change
+    with pytest.raises(NeuropilError, match="not the same volume"):
+        labels_on_grid(coarse, voxel_size=(25, 13, 13), target_voxel_size=(10, 10, 10), shape=(60, 100, 20))

@@ -290,3 +290,23 @@ def resample_region(
         else:
             result = _resample_linear_axis(result, axis, where)
     return _to_dtype(result, crop.dtype)
+
+
+def labels_on_grid(
+    labels: NDArray, *, voxel_size: Sequence[float], target_voxel_size: Sequence[float], shape: Sequence[int]
+) -> NDArray:
+    """Labels at ``voxel_size`` brought onto a grid of ``shape`` voxels at ``target_voxel_size`` (nearest neighbour).
+
+    For scoring a segmentation made at a model's voxel size against ground truth at its
+    own: the rescaled shape can differ from ``shape`` by a voxel per axis where the sizes
+    do not divide (rounding), so the result is cut, or its last voxels repeated, to fit.
+    """
+    shape = tuple(int(s) for s in shape)
+    rescaled = resample(labels, voxel_size=voxel_size, target_voxel_size=target_voxel_size, kind="labels")
+    if rescaled.ndim != len(shape) or any(abs(r - s) > 1 for r, s in zip(rescaled.shape, shape)):
+        raise NeuropilError(
+            f"labels of shape {labels.shape} at {tuple(voxel_size)} nm are {rescaled.shape} at "
+            f"{tuple(target_voxel_size)} nm, not about {shape}: not the same volume"
+        )
+    rescaled = rescaled[tuple(slice(0, s) for s in shape)]
+    return np.pad(rescaled, [(0, s - r) for s, r in zip(shape, rescaled.shape)], mode="edge")

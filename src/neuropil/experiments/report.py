@@ -291,7 +291,7 @@ def score_table(outcome) -> list[list[str]]:
 def model_table(outcome, config: ExperimentConfig) -> list[list[str]]:
     rows = [["model", "sources", "iterations", "minutes", "calibrated threshold", "changed settings"]]
     for m in outcome.models:
-        changes = ", ".join(f"{k}: {v}" for k, v in m.changes.items()) or "-"
+        changes = "; ".join(_change_words(k, v) for k, v in m.changes.items()) or "-"
         rows.append(
             [
                 m.name,
@@ -303,6 +303,18 @@ def model_table(outcome, config: ExperimentConfig) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _change_words(key: str, value) -> str:
+    """A changed training setting in a few words; for augmentation, what is applied and how often."""
+    if key == "augment" and isinstance(value, dict):
+        applied = [
+            f"{name} {float(v.get('probability', 0)):g}"
+            for name, v in value.items()
+            if float(v.get("probability", 0)) > 0
+        ]
+        return "augment: " + (", ".join(applied) if applied else "none")
+    return f"{key}: {value}"
 
 
 def _markdown(rows: list[list[str]]) -> str:
