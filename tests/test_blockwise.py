@@ -249,7 +249,7 @@ def test_blockwise_fragments_are_unique_across_blocks_and_merge_back(tmp_path, v
     segment_blockwise(
         source,
         [f"{out}/none", f"{out}/all"],
-        thresholds=[0.0, 2.0],
+        thresholds=[0.0, 1.0],
         block_shape=BLOCK,
         scheduler="threads",
         num_workers=2,

@@ -468,7 +468,7 @@ def test_stage_configs_load_and_reject_bad_keys(tmp_path):
     )
     assert segment_config.thresholds == (0.2, 0.4) and segment_config.flood_threshold is None
     assert SegmentConfig.load(segment_config.save(tmp_path / "saved.yaml")) == segment_config
-    predict_config = PredictConfig.parse({"tile_shape": None, "device": "cuda"})
+    predict_config = PredictConfig.parse({"tile_shape": None, "device": "cpu"})
     assert predict_config.tile_shape is None and predict_config.block_shape == (64, 256, 256)
     cases = [
         (SegmentConfig, {"method": "magic"}, "bad value for 'method': unknown agglomeration method 'magic'"),

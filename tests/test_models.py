@@ -10,6 +10,7 @@ import blobs
 from neuropil import checkpoint as checkpoints
 from neuropil.checkpoint import export_model, load_checkpoint, load_model, shipped_models
 from neuropil.cli import main
+from neuropil.data.catalog import get_dataset
 from neuropil.io import read_volume, write_volume
 from neuropil.model import ModelConfig
 from neuropil.predict import predict_affinities
@@ -106,3 +107,30 @@ def test_every_shipped_model_loads_is_small_and_says_what_it_was_trained_on():
         assert facts["merge_threshold"] is not None and facts["iterations"] > 0 and facts["training_data"]
         assert facts["description"]
         load_model(name)
+
+
+GENERALIST = "generalist-25x13x13"
+FIB_GALA = get_dataset("fib-gala").base_folder()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FIB_GALA.exists(), reason=f"fib-gala (real FIB-SEM) is not in {FIB_GALA}")
+def test_the_generalist_segments_a_held_out_real_fib_sem_volume_with_the_threshold_it_carries():
+    from neuropil.data.resample import labels_on_grid, resample
+    from neuropil.evaluate import evaluate
+    from neuropil.io import read_volume
+    from neuropil.segment import segment
+
+    assert GENERALIST in shipped_models()
+    model, facts = load_model(GENERALIST), describe(GENERALIST)
+    assert facts["non_commercial"]  # trained on isbi2012 and vnc-gerhard2013 too
+    raw = read_volume(f"{FIB_GALA / 'test-image.h5'}:stack")
+    truth = read_volume(f"{FIB_GALA / 'test-gt.lzf.h5'}:stack")
+    size = tuple(facts["voxel_size"])
+    image = resample(raw, voxel_size=(10, 10, 10), target_voxel_size=size, kind="image")
+    affinities = predict_affinities(image, model, tile_shape=None, progress=False)
+    segmented = segment(affinities, voxel_size=size, thresholds=(facts["merge_threshold"],)).segmentations[0]
+    scores = evaluate(
+        labels_on_grid(segmented, voxel_size=size, target_voxel_size=(10, 10, 10), shape=truth.shape), truth
+    )
+    assert scores.arand <= 0.10, scores

@@ -7,6 +7,7 @@ checkpoint's path does (:func:`resolve_checkpoint`).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -65,11 +66,27 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, descr
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` through a temporary file, so a crash never leaves half a checkpoint."""
+    """Write ``state`` to ``path`` through a temporary file, so a crash never leaves half a checkpoint.
+
+    The state is serialised in memory, then written and flushed to disk with ordinary file
+    writes: a full disk raises ``OSError`` (``ENOSPC``, naming ``path``), not the message of
+    torch's own writer, and after any failure the temporary file is gone and an earlier
+    file at ``path`` is as it was.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     temporary = path.with_name(path.name + ".partial")
     try:
-        torch.save(state, temporary)
+        with open(temporary, "wb") as file:
+            file.write(buffer.getbuffer())
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -83,9 +100,30 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise NeuropilError(f"{path}: not a readable checkpoint ({type(error).__name__})") from error
     if not isinstance(state, dict) or "model_config" not in state or "model_state" not in state:
         raise NeuropilError(f"{path}: not a neuropil checkpoint (no model_config/model_state)")
+    _check_fields(path, state)
     # checkpoints written before the normalization option existed hold networks without any
     state["model_config"] = {"normalization": "none", **state["model_config"]}
     return state
+
+
+def _check_fields(path: Path, state: dict) -> None:
+    """A one-line error for a checkpoint whose fields are missing or of the wrong kind."""
+    config, weights = state["model_config"], state["model_state"]
+    if not isinstance(config, dict):
+        raise NeuropilError(f"{path}: model_config is a {type(config).__name__}, not a mapping")
+    if "voxel_size" not in config:
+        # without it the network would be applied at a guessed scale, which fails quietly
+        raise NeuropilError(f"{path}: model_config has no voxel_size")
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise NeuropilError(f"{path}: model_state is not a mapping of tensors")
+    threshold = state.get("merge_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise NeuropilError(f"{path}: merge_threshold is {threshold!r}, not a number")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise NeuropilError(f"{path}: merge_threshold {threshold} lies outside [0, 1]")
+    iteration = state.get("iteration", 0)
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise NeuropilError(f"{path}: iteration is {iteration!r}, not a count")
 
 
 def merge_threshold(path: str | os.PathLike) -> float | None:

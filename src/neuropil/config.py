@@ -73,7 +73,7 @@ from neuropil.errors import NeuropilError
 from neuropil.evaluate import THRESHOLD_GRID
 from neuropil.files import write_text_atomic
 from neuropil.io import open_volume
-from neuropil.model import ModelConfig
+from neuropil.model import ModelConfig, device_field
 from neuropil.segment.agglomerate import METHODS
 from neuropil.train import TrainConfig, Trainer
 
@@ -90,9 +90,9 @@ def _positive_shape(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
 
 
 class Config(BaseModel):
-    """A validated configuration: frozen, no unknown keys, read from and saved as YAML."""
+    """A validated configuration: frozen, no unknown keys, finite numbers, read from and saved as YAML."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     what: ClassVar[str] = "a configuration"
     """What the YAML file holds, for the error about a file that is not a mapping."""
@@ -137,9 +137,14 @@ def _read_yaml(path: str | os.PathLike) -> Any:
 
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NeuropilError(f"{path}: no such configuration file") from None
+    except UnicodeDecodeError as error:
+        raise NeuropilError(
+            f"{path}: cannot read configuration: not UTF-8 text (byte 0x{error.object[error.start]:02x} "
+            f"at offset {error.start})"
+        ) from None
     except (OSError, yaml.YAMLError) as error:
         raise NeuropilError(f"{path}: cannot read configuration: {' '.join(str(error).split())}") from None
 
@@ -147,7 +152,7 @@ def _read_yaml(path: str | os.PathLike) -> Any:
 class SyntheticDomain(BaseModel):
     """Volumes drawn from a synthetic preset, rescaled to the run's voxel size."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     synthetic: str
     """Preset name, a key of :data:`neuropil.data.synth.PRESETS`."""
@@ -221,7 +226,7 @@ class SyntheticDomain(BaseModel):
 class DatasetDomain(BaseModel):
     """The ``train`` volumes of a catalog dataset, rescaled and cut by the validation band."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: str
     """Catalog name (``neuropil data list``)."""
@@ -245,7 +250,7 @@ class VolumeDomain(BaseModel):
     volume is (:func:`neuropil.data.labels.load_training_volume`).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     raw: str
     """Address of the raw image (``file.h5:key``, ``dir.zarr/key``, ``stack.tif``, a folder of slices)."""
@@ -356,7 +361,7 @@ class SegmentConfig(Config):
 
     what: ClassVar[str] = "a segmentation configuration"
 
-    thresholds: tuple[Annotated[float, Field(ge=0)], ...] = Field(default=(0.5,), min_length=1)
+    thresholds: tuple[Annotated[float, Field(ge=0, le=1)], ...] = Field(default=(0.5,), min_length=1)
     """Merge thresholds; one segmentation per threshold, from one run."""
     method: str = "mean"
     """Agglomeration method, one of :data:`neuropil.segment.METHODS`."""
@@ -389,8 +394,8 @@ class PredictConfig(Config):
 
     tile_shape: tuple[int, int, int] | None = (32, 128, 128)
     """(z, y, x) voxels kept per tile, rounded up to the model's pooling; None: one pass."""
-    device: str = "cpu"
-    """Torch device, e.g. ``cpu`` or ``cuda``."""
+    device: Annotated[str, AfterValidator(device_field)] = "cpu"
+    """Torch device, e.g. ``cpu`` or ``cuda``: one this machine has (:func:`neuropil.model.check_device`)."""
     block_shape: tuple[int, int, int] = DEFAULT_BLOCK_SHAPE
     """(z, y, x) voxels per block of blockwise prediction."""
 
@@ -525,7 +530,7 @@ class Target(BaseModel):
     and affinity statistics only).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: str | None = None
     """Catalog name (``neuropil data list``)."""
@@ -565,9 +570,12 @@ class Target(BaseModel):
             raise ValueError("give 'labels: ADDRESS', or 'labels_cover: none' for a target without labels")
         if self.dataset is not None and self.dataset not in load_catalog():
             raise ValueError(f"unknown dataset '{self.dataset}'; the catalog has {sorted(load_catalog())}")
-        if self.shape is not None:
-            _positive_shape(self.shape)
         return self
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_shape(cls, value):
+        return _positive_shape(value)
 
     @property
     def kind(self) -> str:
@@ -595,13 +603,18 @@ class ModelChoice(BaseModel):
 class QuickSettings(BaseModel):
     """What ``--quick`` changes: every step runs, at toy size."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     iterations: int = Field(default=20, ge=1)
     target_shape: tuple[int, int, int] = (16, 64, 64)
     """Targets are cut to their centre this big (synthetic ones drawn this big)."""
     source_shape: tuple[int, int, int] = (16, 96, 96)
     """Synthetic sources are drawn this big."""
+
+    @field_validator("target_shape", "source_shape")
+    @classmethod
+    def _positive_shapes(cls, value):
+        return _positive_shape(value)
 
 
 class ExperimentConfig(Config):

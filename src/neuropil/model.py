@@ -14,11 +14,71 @@ from collections.abc import Sequence
 from typing import Annotated, Literal, Self
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from neuropil.conventions import METHOD_VOXEL_SIZE, NEAREST_NEIGHBOURS, check_offsets, positive_voxel_size
 from neuropil.errors import NeuropilError
+
+
+def available_devices() -> list[str]:
+    """The torch devices this machine can run on: ``cpu``, each ``cuda:N`` and ``mps`` where present."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a torch device this machine has, else a one-line error naming what it has.
+
+    Parameters
+    ----------
+    name : str
+        A device string as :class:`torch.device` reads it: ``cpu``, ``cuda`` or ``cuda:N``
+        (where CUDA is available and ``N`` is below its device count) or ``mps`` (where
+        available).
+
+    Returns
+    -------
+    str
+        ``name``, unchanged.
+
+    Raises
+    ------
+    NeuropilError
+        An unknown device string, or a device this machine does not have.
+    """
+    available = ", ".join(available_devices())
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise NeuropilError(f"unknown torch device {name!r} (available: {available})") from None
+    if device.type == "cpu":
+        return name
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NeuropilError(f"device {name!r}: CUDA is not available here (available: {available})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise NeuropilError(
+                f"device {name!r}: there are {torch.cuda.device_count()} CUDA device(s) (available: {available})"
+            )
+        return name
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise NeuropilError(f"device {name!r}: MPS is not available here (available: {available})")
+        return name
+    raise NeuropilError(f"device {name!r}: neuropil runs on cpu, cuda or mps (available: {available})")
+
+
+def device_field(name: str) -> str:
+    """:func:`check_device` as a pydantic validator (its error a ``ValueError``, named by the field)."""
+    try:
+        return check_device(name)
+    except NeuropilError as error:
+        raise ValueError(str(error)) from None
 
 
 def downsample_factors_for(voxel_size: Sequence[float], depth: int) -> list[tuple[int, int, int]]:
@@ -41,20 +101,20 @@ def downsample_factors_for(voxel_size: Sequence[float], depth: int) -> list[tupl
 
 
 class ModelConfig(BaseModel):
-    """Architecture of :class:`UNet3D`; saved in every checkpoint."""
+    """Architecture of :class:`UNet3D`; saved in every checkpoint. Counts are positive, sizes finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    in_channels: int = 1
+    in_channels: int = Field(default=1, ge=1)
     offsets: Annotated[tuple[tuple[int, int, int], ...], AfterValidator(check_offsets)] = NEAREST_NEIGHBOURS
     """One output channel per offset ``(z, y, x)``, pointing backwards: the three nearest
     neighbours first (segmentation reads channels 0-2), then any long-range ones, e.g.
     ``(0, -3, 0), (0, 0, -3), (0, -9, 0), (0, 0, -9), (-2, 0, 0)``
     (:func:`neuropil.conventions.check_offsets`)."""
-    base_channels: int = 12
-    channel_factor: int = 2
-    depth: int = 4
-    downsample_factors: tuple[tuple[int, int, int], ...] | None = None
+    base_channels: int = Field(default=12, ge=1)
+    channel_factor: int = Field(default=2, ge=1)
+    depth: int = Field(default=4, ge=1)
+    downsample_factors: tuple[tuple[PositiveInt, PositiveInt, PositiveInt], ...] | None = None
     """Per-level pooling; ``None`` derives them from ``voxel_size``."""
     voxel_size: Annotated[tuple[float, float, float], AfterValidator(positive_voxel_size)] = METHOD_VOXEL_SIZE
     """Voxel size (nm) the model is trained at; inputs are resampled to it."""
@@ -62,21 +122,12 @@ class ModelConfig(BaseModel):
     """``batch``: batch normalization after every convolution. It speeds up training; in
     evaluation mode it is a fixed per-channel scale and shift, so tiles stay exact."""
 
-    @field_validator("depth")
-    @classmethod
-    def _depth_positive(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("depth must be >= 1")
-        return value
-
     @model_validator(mode="after")
     def _factors_fit_depth(self) -> Self:
         # Checked here so a bad config fails when it is read, not when a network is built from it.
         if self.downsample_factors is not None:
             if len(self.downsample_factors) != self.depth - 1:
                 raise ValueError(f"downsample_factors needs {self.depth - 1} entries for depth {self.depth}")
-            if any(f < 1 for level in self.downsample_factors for f in level):
-                raise ValueError("downsample_factors must be >= 1")
         return self
 
     @property

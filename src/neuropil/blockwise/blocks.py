@@ -8,12 +8,17 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from neuropil.errors import NeuropilError
+from neuropil.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +91,8 @@ def run_blocks(
     num_workers : int, optional
         Threads or processes of a local scheduler (default: Dask's, the CPU count).
     pool : concurrent.futures.Executor, optional
-        The workers of a local scheduler, kept across several calls (see :func:`worker_pool`).
+        The workers of a local scheduler, kept across several calls (see :func:`worker_pool`);
+        without one, ``"processes"`` runs in a :func:`worker_pool` of its own.
 
     Returns
     -------
@@ -125,26 +131,42 @@ def run_blocks(
     options: dict[str, Any] = {}
     chosen = scheduler or active_client() or "threads"
     options["scheduler"] = chosen
-    if pool is not None:
-        options["pool"] = pool
-    elif num_workers is not None and isinstance(chosen, str) and chosen != "synchronous":
-        options["num_workers"] = int(num_workers)
-    try:
-        with _Progress():
-            done = dask.compute(*tasks, **options)
-    finally:
-        bar.close()
+    with contextlib.ExitStack() as stack:
+        if pool is None and chosen == "processes":
+            pool = stack.enter_context(worker_pool(chosen, num_workers))
+        if pool is not None:
+            options["pool"] = pool
+        elif num_workers is not None and isinstance(chosen, str) and chosen != "synchronous":
+            options["num_workers"] = int(num_workers)
+        try:
+            with _Progress():
+                done = dask.compute(*tasks, **options)
+        finally:
+            bar.close()
     for block, result in zip(pending, done):
         results[block.index] = result
     return results
 
 
 @contextlib.contextmanager
-def worker_pool(scheduler, num_workers: int | None):
+def worker_pool(scheduler, num_workers: int | None) -> Iterator[Any]:
     """Worker processes kept for every pass of a job (``scheduler == "processes"``), else None.
 
     Dask's process scheduler otherwise starts new processes for each ``compute``, and
     each new process imports the libraries and loads the compiled kernels again.
+
+    No worker outlives the job. The workers ignore SIGINT and SIGTERM, which a terminal's
+    Ctrl-C or a batch system sends to every process of the job: the parent alone decides
+    (:func:`stopping_on_signals`). When the job ends by an exception (a failed block,
+    Ctrl-C, SIGTERM), the parent kills them at once, without waiting for their blocks,
+    which the next run does again. When the parent dies without cleaning up (SIGKILL, the
+    out-of-memory killer), the kernel kills each worker: on Linux every worker asks for
+    SIGKILL at its parent's death (``PR_SET_PDEATHSIG``), which acts even while a worker is
+    deep in a compiled kernel that holds the GIL. (The kernel sends it when the thread that
+    started the worker ends: workers start on demand in the thread that submits the tasks,
+    the one running the job, which outlives the pool.) Elsewhere a thread in each worker
+    checks every second that its parent is still there. A process group of the workers
+    would not do: once the parent is gone, nothing is left to signal the group.
     """
     if scheduler != "processes":
         yield None
@@ -153,8 +175,103 @@ def worker_pool(scheduler, num_workers: int | None):
     from concurrent.futures import ProcessPoolExecutor
 
     workers = int(num_workers) if num_workers else (os.cpu_count() or 1)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_started,
+        initargs=(os.getpid(),),
+    )
+    try:
         yield pool
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_workers(pool) -> None:
+    """Stop a process pool's workers now, whatever they are running, and wait until they are gone."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # concurrent.futures' pid -> Process
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.kill()  # SIGKILL: the workers ignore SIGTERM
+    for process in processes:
+        process.join()
+    pool.shutdown(wait=True)
+
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h)."""
+
+
+def _worker_started(parent: int) -> None:
+    """In each worker process, before its first task: leave SIGINT and SIGTERM to the parent, die with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent,), name="neuropil-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before this worker could ask
+        os._exit(1)
+
+
+def _die_with_parent() -> bool:
+    """Ask the kernel for SIGKILL when the parent process dies (Linux); whether it was granted."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM during a blockwise job."""
+
+
+@contextlib.contextmanager
+def stopping_on_signals(work: Path) -> Iterator[None]:
+    """SIGTERM and Ctrl-C stop a blockwise job cleanly: its workers are stopped, its finished blocks kept.
+
+    SIGINT raises KeyboardInterrupt as usual (the command line exits with 130); SIGTERM
+    ends the process with exit status 143 (128 + 15), as its default action would, after
+    the same clean-up. A second SIGTERM ends it at once. Each finished block is recorded
+    as it finishes (in ``work``), so the next run resumes with the others. Only the
+    main thread receives signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        logger.warning("stopped by SIGTERM; %s", _kept(work))
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except KeyboardInterrupt:
+        logger.warning("interrupted; %s", _kept(work))
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _kept(work: Path) -> str:
+    if work.exists():
+        return f"the finished blocks are kept in {work}: run again to resume"
+    return "no block was finished"
 
 
 def active_client():
@@ -171,8 +288,5 @@ def active_client():
 
 def _run_and_record(function, block: Block, work: str) -> Any:
     result = function(block)
-    record = Path(work) / f"{block.name}.json"
-    temporary = record.with_name(record.name + ".partial")
-    temporary.write_text(json.dumps({"block": list(block.index), "result": result}))
-    os.replace(temporary, record)
+    write_text_atomic(Path(work) / f"{block.name}.json", json.dumps({"block": list(block.index), "result": result}))
     return result

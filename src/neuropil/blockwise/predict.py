@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -10,10 +11,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE, Block, blocks, run_blocks
-from neuropil.blockwise.store import finish_output, job_settings, open_array, prepare_output, work_folder, zarr_output
+from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE, Block, blocks, run_blocks, stopping_on_signals
+from neuropil.blockwise.store import (
+    discard_if_nothing_done,
+    finish_output,
+    job_settings,
+    prepare_output,
+    work_folder,
+    write_region,
+    zarr_output,
+)
 from neuropil.data.resample import resample_region, resampled_shape
 from neuropil.errors import NeuropilError
+from neuropil.io.volume import allowing_missing_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +52,7 @@ def _predict_block(
     # halo covers the network's context, so the kept centre equals a whole-volume pass
     affinities = predict_affinities(image, model, tile_shape=None, device=device, progress=False)
     inner = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(block.write, region))
-    open_array(partial)[(slice(None), *block.write)] = affinities[(slice(None), *inner)]
+    write_region(partial, (slice(None), *block.write), affinities[(slice(None), *inner)])
 
 
 def predict_blockwise(
@@ -56,6 +66,7 @@ def predict_blockwise(
     scheduler: str | None = None,
     num_workers: int | None = 1,
     progress: bool = True,
+    allow_missing_chunks: bool | None = None,
 ):
     """Predict the affinities of a volume block by block into a zarr array; resumable.
 
@@ -78,6 +89,11 @@ def predict_blockwise(
     device : torch device of every task
     scheduler, num_workers : see :func:`run_blocks`; one thread by default (PyTorch
         already uses every core in a block, and a GPU runs one block at a time)
+    allow_missing_chunks : read chunks of ``raw`` that are not stored as the fill value
+        rather than raising (see :func:`neuropil.io.open_volume`)
+
+    A failed, stopped (SIGTERM, Ctrl-C: :func:`neuropil.blockwise.blocks.stopping_on_signals`)
+    or killed job resumes when called again with the same settings.
 
     Returns
     -------
@@ -97,7 +113,11 @@ def predict_blockwise(
     modified = _modified(checkpoint)
     model = _model(checkpoint, modified, device)
     model_voxel_size = model.config.voxel_size
-    source = open_raw(raw, voxel_size=voxel_size, model_voxel_size=model_voxel_size)
+    allowing = (
+        contextlib.nullcontext() if allow_missing_chunks is None else allowing_missing_chunks(allow_missing_chunks)
+    )
+    with allowing:  # the raw volume is opened by open_raw, which takes no such option
+        source = open_raw(raw, voxel_size=voxel_size, model_voxel_size=model_voxel_size)
     volume, input_voxel_size = source.volume, source.voxel_size
     target_shape = volume.shape
     if source.rescale:
@@ -121,7 +141,6 @@ def predict_blockwise(
         block_shape=block_shape,
         halo=halo,
     )
-    prepare_output(output, settings, shape, (shape[0], *block_shape), np.float32)
     task = functools.partial(
         _predict_block,
         checkpoint=checkpoint,
@@ -134,17 +153,23 @@ def predict_blockwise(
         device=device,
     )
     volume.close()
-    run_blocks(
-        task,
-        blocks(target_shape, block_shape),
-        work_folder(output) / "blocks",
-        description="predicting",
-        scheduler=scheduler,
-        num_workers=num_workers,
-        progress=progress,
-    )
-    finish_output(output, model_voxel_size, prediction_attributes(model, merge_threshold(checkpoint)))
-    shutil.rmtree(work_folder(output))
+    with stopping_on_signals(work_folder(output)):
+        try:
+            prepare_output(output, settings, shape, (shape[0], *block_shape), np.float32)
+            run_blocks(
+                task,
+                blocks(target_shape, block_shape),
+                work_folder(output) / "blocks",
+                description="predicting",
+                scheduler=scheduler,
+                num_workers=num_workers,
+                progress=progress,
+            )
+        except BaseException:
+            discard_if_nothing_done([output])
+            raise
+        finish_output(output, model_voxel_size, prediction_attributes(model, merge_threshold(checkpoint)))
+        shutil.rmtree(work_folder(output))
     return PredictionWritten(str(output.container / output.key), shape, model_voxel_size, input_voxel_size)
 
 

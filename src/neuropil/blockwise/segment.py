@@ -14,8 +14,25 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from neuropil.blockwise.blocks import DEFAULT_BLOCK_SHAPE, Block, active_client, blocks, run_blocks, worker_pool
-from neuropil.blockwise.store import finish_output, job_settings, open_array, prepare_output, work_folder, zarr_output
+from neuropil.blockwise.blocks import (
+    DEFAULT_BLOCK_SHAPE,
+    Block,
+    active_client,
+    blocks,
+    run_blocks,
+    stopping_on_signals,
+    worker_pool,
+)
+from neuropil.blockwise.store import (
+    discard_if_nothing_done,
+    finish_output,
+    job_settings,
+    prepare_output,
+    replacing,
+    work_folder,
+    write_region,
+    zarr_output,
+)
 from neuropil.errors import NeuropilError
 from neuropil.io import open_volume
 from neuropil.segment import features, graph, learned, merge, pipeline
@@ -124,7 +141,7 @@ def _watershed_block(block: Block, *, source: _Source, voxel_size, threshold, fl
         values, voxel_size=voxel_size, threshold=threshold, flood_threshold=flood_threshold, min_size=min_size
     )
     assert source.local is not None, "the watershed pass writes the job's own fragments array"
-    open_array(source.local)[block.write] = ids
+    write_region(source.local, block.write, ids)
     return int(n)
 
 
@@ -164,10 +181,8 @@ def _edges_block(block: Block, *, source: _Source, tables: str, method: str, n_b
             image=image,
             origin=tuple(w.start for w in block.write),
         )
-    path = Path(tables) / f"{block.name}.npz"
-    temporary = path.with_name(path.name + ".partial.npz")
-    np.savez(temporary, **table)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
-    os.replace(temporary, path)
+    with replacing(Path(tables) / f"{block.name}.npz") as temporary:
+        np.savez(temporary, **table)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
     return int(table["u"].size)
 
 
@@ -189,7 +204,7 @@ def _relabel_block(block: Block, *, source: _Source, mapping: str, partials: lis
     present, node = graph.node_indices(source.fragment_ids(block.write))
     rows = np.asarray(table[:, np.searchsorted(ids, present)])
     for row, partial in enumerate(partials):
-        open_array(partial)[block.write] = graph.paint(node, rows[row])
+        write_region(partial, block.write, graph.paint(node, rows[row]))
 
 
 def segment_blockwise(
@@ -210,6 +225,7 @@ def segment_blockwise(
     scheduler: str | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    allow_missing_chunks: bool | None = None,
 ) -> list[str]:
     """Segment a volume block by block into zarr arrays, one per threshold; resumable.
 
@@ -242,13 +258,17 @@ def segment_blockwise(
         affinities, 0 for a boundary map: :func:`neuropil.segment.watershed.fragments_from_boundaries`)
     scheduler, num_workers : see :func:`run_blocks`; default processes (the numba
         kernels hold the GIL), one per core
+    allow_missing_chunks : read chunks of the input, fragments or image that are not
+        stored as the fill value rather than raising (see :func:`neuropil.io.open_volume`)
+
+    A failed, stopped (SIGTERM, Ctrl-C: :func:`neuropil.blockwise.blocks.stopping_on_signals`)
+    or killed job resumes when called again with the same settings.
 
     Returns
     -------
     list of str
         The written addresses.
     """
-    import zarr
 
     if method not in BLOCKWISE_METHODS:
         raise NeuropilError(
@@ -264,12 +284,11 @@ def segment_blockwise(
         raise NeuropilError(
             f"need one output per threshold, got {len(outputs)} outputs for {len(thresholds)} thresholds"
         )
-    if any(not t >= 0 for t in thresholds):
-        raise NeuropilError(f"thresholds must be >= 0, not {thresholds}")
+    pipeline.check_thresholds(thresholds)
     if not 0 <= quantile <= 100:
         raise NeuropilError(f"quantile must be a percentile in 0..100, not {quantile}")
     targets = [zarr_output(out) for out in outputs]
-    values = open_volume(input, voxel_size=voxel_size)
+    values = open_volume(input, voxel_size=voxel_size, allow_missing_chunks=allow_missing_chunks)
     if values.ndim not in (3, 4) or (values.ndim == 4 and values.shape[0] < 3):
         raise NeuropilError(
             f"{input}: expected (c >= 3, z, y, x) affinities or a (z, y, x) boundary map, got {values.shape}"
@@ -280,12 +299,12 @@ def segment_blockwise(
     shape = tuple(values.shape[-3:])
     given = None
     if fragments is not None:
-        given = open_volume(fragments)
+        given = open_volume(fragments, allow_missing_chunks=allow_missing_chunks)
         if tuple(given.shape) != shape:
             raise NeuropilError(f"{fragments}: fragments shape {given.shape} does not match the input's {shape}")
     raw = None
     if image is not None:
-        raw = open_volume(image)
+        raw = open_volume(image, allow_missing_chunks=allow_missing_chunks)
         if tuple(raw.shape) != shape:
             raise NeuropilError(f"{image}: image shape {raw.shape} does not match the input's {shape}")
     if len(block_shape) != 3 or any(int(b) < 1 for b in block_shape):
@@ -307,53 +326,73 @@ def segment_blockwise(
         watershed=[fragment_threshold, flood_threshold, min_size],
         voxel_size=spatial_voxel_size,
     )
-    kept = [prepare_output(target, settings, shape, block_shape, np.uint64) for target in targets]
     work = work_folder(primary)
-    if not all(kept):
-        shutil.rmtree(work / "relabel", ignore_errors=True)  # every output is written again
-    local = None
-    if given is None:
-        local = str(work / "fragments.zarr")
-        if not Path(local).is_dir():
-            zarr.open_array(
-                local,
-                mode="w",
-                shape=shape,
-                chunks=block_shape,
-                dtype=np.uint64,
-                fill_value=0,
-                config={"write_empty_chunks": True},
-            )
-    source = _Source(values, given, local, block_shape, image=raw)
     for volume in (values, given, raw):
         if volume is not None:
             volume.close()
-    chosen = scheduler or active_client() or "processes"
-    with worker_pool(chosen, num_workers) as pool:
-        watershed = dict(
-            voxel_size=spatial_voxel_size,
-            threshold=fragment_threshold,
-            flood_threshold=flood_threshold,
-            min_size=min_size,
-        )
-        _segment_passes(
-            source,
-            all_blocks,
-            work,
-            targets,
-            method=method,
-            thresholds=thresholds,
-            quantile=quantile,
-            model=model,
-            watershed=watershed if given is None else None,
-            run=functools.partial(run_blocks, scheduler=chosen, num_workers=num_workers, pool=pool, progress=progress),
-        )
-    for target, threshold in zip(targets, thresholds):
-        finish_output(target, spatial_voxel_size, {"neuropil": {"method": method, "threshold": threshold}})
-    shutil.rmtree(work)
-    for target in targets[1:]:
-        shutil.rmtree(work_folder(target), ignore_errors=True)
+    with stopping_on_signals(work):
+        try:
+            kept = [prepare_output(target, settings, shape, block_shape, np.uint64) for target in targets]
+            if not all(kept):
+                shutil.rmtree(work / "relabel", ignore_errors=True)  # every output is written again
+            local = None
+            if given is None:
+                local = str(work / "fragments.zarr")
+                if not Path(local).is_dir():
+                    _create_fragments_array(Path(local), shape, block_shape)
+            source = _Source(values, given, local, block_shape, image=raw)
+            chosen = scheduler or active_client() or "processes"
+            with worker_pool(chosen, num_workers) as pool:
+                watershed = dict(
+                    voxel_size=spatial_voxel_size,
+                    threshold=fragment_threshold,
+                    flood_threshold=flood_threshold,
+                    min_size=min_size,
+                )
+                _segment_passes(
+                    source,
+                    all_blocks,
+                    work,
+                    targets,
+                    method=method,
+                    thresholds=thresholds,
+                    quantile=quantile,
+                    model=model,
+                    watershed=watershed if given is None else None,
+                    run=functools.partial(
+                        run_blocks, scheduler=chosen, num_workers=num_workers, pool=pool, progress=progress
+                    ),
+                )
+        except BaseException:
+            discard_if_nothing_done(targets)
+            raise
+        for target, threshold in zip(targets, thresholds):
+            finish_output(target, spatial_voxel_size, {"neuropil": {"method": method, "threshold": threshold}})
+        shutil.rmtree(work)
+        for target in targets[1:]:
+            shutil.rmtree(work_folder(target), ignore_errors=True)
     return [str(t.final) for t in targets]
+
+
+def _create_fragments_array(path: Path, shape: tuple[int, ...], block_shape: tuple[int, ...]) -> None:
+    """The job's array of each block's own watershed ids, created under a temporary name, then moved into place."""
+    import zarr
+
+    temporary = path.with_name(f"{path.stem}.partial{path.suffix}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        zarr.open_array(
+            str(temporary),
+            mode="w",
+            shape=shape,
+            chunks=block_shape,
+            dtype=np.uint64,
+            fill_value=0,
+            config={"write_empty_chunks": True},
+        )
+        os.replace(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _segment_passes(
@@ -383,8 +422,8 @@ def _segment_passes(
         starts = np.concatenate([[0], np.cumsum([counts[b.index] for b in all_blocks])[:-1]])
         grid = tuple(max(b.index[axis] for b in all_blocks) + 1 for axis in range(3))
         offsets = work / "offsets.npy"
-        np.save(work / "offsets.partial.npy", starts.astype(np.int64).reshape(grid))  # blocks are in C order
-        os.replace(work / "offsets.partial.npy", offsets)
+        with replacing(offsets) as temporary:
+            np.save(temporary, starts.astype(np.int64).reshape(grid))  # blocks are in C order
         source = source._replace(offsets=str(offsets))
     tables = work / "edges"
     tables.mkdir(exist_ok=True)
@@ -401,8 +440,8 @@ def _segment_passes(
     mapping = work / "mapping"
     mapping.mkdir(exist_ok=True)
     for name, array in (("ids", ids), ("segments", segments)):
-        np.save(mapping / f"{name}.partial.npy", array)
-        os.replace(mapping / f"{name}.partial.npy", mapping / f"{name}.npy")
+        with replacing(mapping / f"{name}.npy") as temporary:
+            np.save(temporary, array)
     run(
         functools.partial(
             _relabel_block, source=source, mapping=str(mapping), partials=[str(t.partial) for t in targets]

@@ -37,10 +37,12 @@ def run_train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from neuropil.evaluate import THRESHOLD_GRID, best_threshold, evaluate
+    from neuropil.files import check_output_file
     from neuropil.io import read_volume
     from neuropil.segment import agglomerate
     from neuropil.segment.learned import train
 
+    check_output_file(args.out)
     volume = read_volume(args.boundaries or args.affinities)
     fragments, ground_truth = read_volume(args.fragments), read_volume(args.gt)
     image = read_volume(args.image) if args.image else None

@@ -31,12 +31,13 @@ def add_parser(subparsers) -> None:
 def run_preview(args: argparse.Namespace) -> int:
     from neuropil.config import build_domains, load_config
     from neuropil.errors import NeuropilError
-    from neuropil.files import save_figure_atomic
+    from neuropil.files import check_output_file, save_figure_atomic
     from neuropil.train.augment import draw_examples, preview_figure
 
     if args.samples < 1:
         raise NeuropilError(f"--samples must be >= 1, got {args.samples}")
     config = load_config(args.config)
+    check_output_file(args.out)
     domains = build_domains(config)
     examples = draw_examples(
         domains.training,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+from neuropil.errors import NeuropilError
 
 
 def add_parser(subparsers) -> None:
@@ -20,12 +23,23 @@ def add_parser(subparsers) -> None:
     info.add_argument("target", metavar="NAME|ADDRESS", help="catalog name (fib-gala) or address (file.h5:key, ...)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--no-count", action="store_true", help="skip counting label ids (reads whole label volumes)")
+    add_missing_chunks_argument(info)
     info.set_defaults(run=run_info)
     fetch = commands.add_parser("fetch", help="download a dataset's files (checksums verified, resumable)")
     fetch.add_argument("name", metavar="NAME")
     fetch.add_argument("--dest", metavar="DIR", help="folder to download into (default: the download cache)")
     fetch.add_argument("--no-verify", action="store_true", help="download files the catalog has no checksum for")
     fetch.set_defaults(run=run_fetch)
+
+
+def add_missing_chunks_argument(parser) -> None:
+    """``--allow-missing-chunks``: read zarr and N5 chunks that are not stored as the fill value."""
+    parser.add_argument(
+        "--allow-missing-chunks",
+        action="store_true",
+        help="read zarr and N5 chunks that are not stored as the array's fill value (by default a read "
+        "that meets one is an error, unless neuropil wrote the array and recorded it complete)",
+    )
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -60,25 +74,53 @@ def run_list(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     from neuropil.data.catalog import load_catalog
     from neuropil.data.info import address_info, dataset_info
-    from neuropil.errors import NeuropilError
     from neuropil.io import parse_address
+    from neuropil.io.volume import allowing_missing_chunks
 
     catalog = load_catalog()
-    if args.target in catalog:
-        info = dataset_info(catalog[args.target], count_labels=not args.no_count)
-    else:
-        try:
-            parse_address(args.target)
-        except NeuropilError:
-            raise NeuropilError(
-                f"'{args.target}' is neither a catalog dataset ({', '.join(sorted(catalog))}) nor a volume address"
-            ) from None
-        info = address_info(args.target, count_labels=not args.no_count)
+    with allowing_missing_chunks(args.allow_missing_chunks):  # for every volume the info functions open
+        if args.target in catalog:
+            info = dataset_info(catalog[args.target], count_labels=not args.no_count)
+        else:
+            try:
+                parse_address(args.target)
+            except NeuropilError:
+                raise NeuropilError(
+                    f"'{args.target}' is neither a catalog dataset ({', '.join(sorted(catalog))}) nor a volume address"
+                ) from None
+            info = address_info(args.target, count_labels=not args.no_count)
     if args.json:
-        print(json.dumps(info))
+        print(_json(info, where=args.target))
     else:
         _print_tree(info)
     return 0
+
+
+def _json(info: dict, *, where: str) -> str:
+    """``info`` as JSON; a NaN or infinity (damaged metadata, which JSON cannot hold) is an error naming its key."""
+    try:
+        return json.dumps(info, allow_nan=False)
+    except ValueError:
+        found = _first_non_finite(info)
+        if found is None:
+            raise
+        key, value = found
+        raise NeuropilError(f"{where}: {key} = {value} is not finite (damaged metadata); JSON cannot hold it") from None
+
+
+def _first_non_finite(value, key: str = "") -> tuple[str, object] | None:
+    """The key of the first NaN or infinity in nested dicts and lists, and the value (the whole list) holding it."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            found = _first_non_finite(item, f"{key}.{name}" if key else str(name))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        return (key, value) if any(_first_non_finite(item, key) is not None for item in value) else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return key, value
+    return None
 
 
 def _print_tree(info: dict, indent: int = 0) -> None:
@@ -92,7 +134,10 @@ def _print_tree(info: dict, indent: int = 0) -> None:
 
 def run_fetch(args: argparse.Namespace) -> int:
     from neuropil.data.fetch import fetch
+    from neuropil.files import check_output_folder
 
+    if args.dest is not None:
+        check_output_folder(args.dest)
     folder = fetch(args.name, destination=args.dest, verify=not args.no_verify, progress=True)
     print(folder)
     return 0

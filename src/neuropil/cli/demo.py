@@ -29,7 +29,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from neuropil.config import DemoConfig
     from neuropil.experiments.demo import default_config, results_table, run_demo
+    from neuropil.files import check_output_folder
 
+    check_output_folder(args.out)
     config = DemoConfig.load(args.config) if args.config else default_config(quick=args.quick)
     results = run_demo(args.out, config=config.reseeded(args.seed))
     print(results_table(results))

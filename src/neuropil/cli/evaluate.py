@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from neuropil.cli.data import add_missing_chunks_argument
 from neuropil.errors import NeuropilError
 
 
@@ -27,6 +28,7 @@ def add_parser(subparsers) -> None:
         "with their shares of VOI split and merge in bits",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_missing_chunks_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -36,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.objects is not None and args.objects < 1:
         raise NeuropilError(f"--objects must be >= 1, got {args.objects}")
-    segmentation = read_volume(args.segmentation)
-    ground_truth = read_volume(args.ground_truth)
-    mask = read_volume(args.mask) if args.mask else None
+    allow = args.allow_missing_chunks
+    segmentation = read_volume(args.segmentation, allow_missing_chunks=allow)
+    ground_truth = read_volume(args.ground_truth, allow_missing_chunks=allow)
+    mask = read_volume(args.mask, allow_missing_chunks=allow) if args.mask else None
     scores = evaluate(segmentation, ground_truth, mask=mask)
     errors = None if args.objects is None else object_errors(segmentation, ground_truth, mask=mask, top=args.objects)
     if args.json:

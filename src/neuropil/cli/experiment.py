@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from neuropil.config import ExperimentConfig
     from neuropil.experiments.experiment import check, run_experiment
+    from neuropil.files import check_output_folder
 
     config = ExperimentConfig.load(args.config)
     check(config, where=args.config)
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out
         else Path("experiment-out") / (Path(args.config).stem + ("-quick" if args.quick else ""))
     )
+    check_output_folder(out)
     outcome = run_experiment(config, out, progress=not args.no_progress)
     print(f"{len(outcome.models)} models x {len(outcome.targets)} targets in {outcome.seconds / 60:.1f} min")
     print(f"report: {out / 'report' / 'index.html'} (and {out / 'report.md'}, {out / 'results.json'})")

@@ -68,7 +68,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from neuropil.checkpoint import export_model
+    from neuropil.files import check_output_file
 
+    check_output_file(args.output)
     written = export_model(args.checkpoint, args.output, description=args.description)
     print(f"model written: {written} ({written.stat().st_size / 2**20:.1f} MiB)")
     return 0

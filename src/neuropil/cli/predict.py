@@ -63,8 +63,12 @@ def add_blockwise_arguments(parser, *, workers_default: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from neuropil.cli import check_output_volume
+    from neuropil.model import check_device
     from neuropil.predict import predict_file
 
+    check_device(args.device)
+    check_output_volume(args.output)
     if args.block:
         from neuropil.blockwise import predict_blockwise
 

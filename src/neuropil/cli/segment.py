@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from neuropil.cli.data import add_missing_chunks_argument
 from neuropil.cli.predict import add_blockwise_arguments
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (with --block)")
     add_blockwise_arguments(parser, workers_default="one per core")
+    add_missing_chunks_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -107,16 +109,21 @@ def default_threshold(method: str, model, attributes: dict, source: str) -> floa
 
 
 def run(args: argparse.Namespace) -> int:
+    from neuropil.cli import check_output_volume
     from neuropil.errors import NeuropilError
     from neuropil.io import open_volume, read_volume, write_volume
     from neuropil.segment import segment
     from neuropil.segment.learned import MergeClassifier
 
+    # before any work: OUT itself without --threshold (one threshold, chosen below)
+    for output in output_addresses(args.output, args.threshold or [DEFAULT_THRESHOLD]):
+        check_output_volume(output)
     model = None
     if args.method == "learned":
         if not args.model:
             raise NeuropilError("--method learned needs --model (from `neuropil agglomeration train`)")
         model = MergeClassifier.load(args.model)
+    allow = args.allow_missing_chunks
     thresholds = args.threshold
     if thresholds is None:
         with open_volume(args.input) as volume:
@@ -141,9 +148,10 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             num_workers=args.workers,
             progress=not args.no_progress,
+            allow_missing_chunks=allow,
         )
         return 0
-    with open_volume(args.input, voxel_size=args.voxel_size) as volume:
+    with open_volume(args.input, voxel_size=args.voxel_size, allow_missing_chunks=allow) as volume:
         values = volume.read()
         voxel_size = volume.voxel_size
         attributes = volume.attributes
@@ -156,10 +164,10 @@ def run(args: argparse.Namespace) -> int:
         voxel_size=voxel_size,
         thresholds=thresholds,
         method=args.method,
-        fragment_ids=read_volume(args.fragments) if args.fragments else None,
+        fragment_ids=read_volume(args.fragments, allow_missing_chunks=allow) if args.fragments else None,
         quantile=args.quantile,
         model=model,
-        image=read_volume(args.image) if args.image else None,
+        image=read_volume(args.image, allow_missing_chunks=allow) if args.image else None,
         offsets=long_range_offsets(args.method, values, attributes, args.input),
         flood_threshold=args.flood_threshold,
     )

@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from neuropil.experiments.common import shipped_config
     from neuropil.experiments.experiment import run_experiment
     from neuropil.experiments.report import findings
+    from neuropil.files import check_output_folder
 
+    check_output_folder(args.out)
     config = ExperimentConfig.load(shipped_config("synthetic-ecs"))
     if args.quick:
         config = config.quick_version()

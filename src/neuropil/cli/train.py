@@ -24,8 +24,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from neuropil.config import load_config, train_from_config
+    from neuropil.files import check_output_folder
 
     config = load_config(args.config)
+    check_output_folder(args.out)
     train_from_config(config, args.out, progress=not args.no_progress)
     print(f"checkpoint: {args.out}/checkpoint.pt")
     return 0

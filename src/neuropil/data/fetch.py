@@ -90,6 +90,8 @@ def fetch_file(file: FileEntry, destination: Path, *, verify: bool = True, progr
     destination.mkdir(parents=True, exist_ok=True)
     known_hash = f"sha256:{file.sha256}" if file.sha256 else None
     downloader = ResumingDownloader(destination / f"{file.name}.part", progress=progress)
+    # pooch announces every download on stderr; neuropil's own progress and errors say enough
+    pooch.get_logger().setLevel(logging.WARNING)
     try:
         path = Path(
             pooch.retrieve(
@@ -102,7 +104,9 @@ def fetch_file(file: FileEntry, destination: Path, *, verify: bool = True, progr
             )
         )
     except requests.exceptions.ConnectionError as error:
-        raise NeuropilError(f"{file.url}: cannot connect (offline?); partial data kept in {file.name}.part") from error
+        part = downloader.part_file
+        kept = f"; partial data kept in {part.name}, run fetch again to resume" if part.exists() else ""
+        raise NeuropilError(f"{file.url}: cannot connect (offline?){kept}") from error
     except requests.exceptions.Timeout as error:
         raise NeuropilError(f"{file.url}: timed out; run fetch again to resume") from error
     except requests.exceptions.HTTPError as error:

@@ -133,7 +133,7 @@ def _address_exists(address: str) -> bool:
 
 
 def missing_data(config: ExperimentConfig) -> list[str]:
-    """What the experiment needs and this machine lacks, one phrase each (empty: everything is here)."""
+    """What the experiment needs and this machine lacks or cannot read, one phrase each (empty: all is here)."""
     missing: list[str] = []
     datasets = [d.dataset for d in config.sources.values() if isinstance(d, DatasetDomain)]
     datasets += [t.dataset for t in config.targets.values() if t.dataset is not None]
@@ -148,8 +148,15 @@ def missing_data(config: ExperimentConfig) -> list[str]:
     own += [(n, t.raw, t.labels) for n, t in config.targets.items() if t.raw is not None]
     for name, raw, labels in own:
         for address in (raw, labels):
-            if address is not None and not _address_exists(address):
+            if address is None:
+                continue
+            if not _address_exists(address):
                 missing.append(f"'{name}': {address} (no such file)")
+                continue
+            try:  # present but unreadable (a text file, a wrong key) is as good as missing
+                open_volume(address).close()
+            except NeuropilError as error:
+                missing.append(f"'{name}': {error}")
     return missing
 
 

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from neuropil.errors import NeuropilError
 from neuropil.files import remove_path, swap_in
 from neuropil.io.addresses import VolumeAddress
-from neuropil.io.backend import Backend, first_line, spatial_tail
+from neuropil.io.backend import Backend, first_line, region_chunks, spatial_tail
 from neuropil.io.units import axis_units, to_nm
 
 _N5_CODECS = ("raw", "gzip", "bzip2", "xz", "blosc", "zstd")
@@ -104,8 +104,15 @@ class N5Backend(Backend):
             offset = list(reversed(attributes["offset"]))
             self.offset = spatial_tail(to_nm(offset, units, source=f"{where} (offset)"), ndim)
 
+    def _block_path(self, grid: tuple[int, ...]) -> Path:
+        return self.folder.joinpath(*(str(i) for i in reversed(grid)))
+
+    def missing_chunks(self, region):
+        """Blocks (z-first grid indices) of the region without a file; N5 reads them as zeros."""
+        return [index for index in region_chunks(region, self.block) if not self._block_path(index).is_file()]
+
     def _read_block(self, grid: tuple[int, ...]) -> NDArray | None:
-        path = self.folder.joinpath(*(str(i) for i in reversed(grid)))
+        path = self._block_path(grid)
         if not path.is_file():
             return None
         data = path.read_bytes()

@@ -7,9 +7,11 @@ writer of an address's format (:mod:`neuropil.io.hdf5`, :mod:`neuropil.io.zarr`,
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +25,22 @@ from neuropil.io.tiff import SlicesBackend, TiffBackend, write_tiff
 from neuropil.io.zarr import ZarrBackend, write_zarr
 
 logger = logging.getLogger(__name__)
+
+_MISSING_CHUNKS_ALLOWED = contextvars.ContextVar("neuropil_missing_chunks_allowed", default=False)
+
+
+@contextlib.contextmanager
+def allowing_missing_chunks(allowed: bool = True) -> Iterator[None]:
+    """Within this block, volumes opened without ``allow_missing_chunks`` read missing chunks as the fill value.
+
+    For callers that open volumes through other functions, as ``neuropil data info
+    --allow-missing-chunks`` does; ``allowed=False`` keeps the default.
+    """
+    token = _MISSING_CHUNKS_ALLOWED.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _MISSING_CHUNKS_ALLOWED.reset(token)
 
 
 def _normalize_index(index, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
@@ -99,6 +117,10 @@ class Volume:
         ``attributes.json``; empty for TIFF and slices), e.g. ``neuropil`` as
         :func:`neuropil.predict.predict_file` writes it.
 
+    allow_missing_chunks : bool
+        Whether a read whose region holds chunks that are not stored (zarr, N5) reads them
+        as the fill value rather than raising.
+
     A volume holds an open file; use it as a context manager or call :meth:`close`.
     It pickles (without the handle) so data-loader workers can each reopen it.
     """
@@ -109,8 +131,12 @@ class Volume:
         *,
         voxel_size: Sequence[float] | None = None,
         mapping: str | os.PathLike | NDArray | None = None,
+        allow_missing_chunks: bool | None = None,
     ):
         self.address = parse_address(address)
+        self.allow_missing_chunks = (
+            _MISSING_CHUNKS_ALLOWED.get() if allow_missing_chunks is None else bool(allow_missing_chunks)
+        )
         self._backend: Backend | None = None
         if mapping is None and is_neuroproof_groundtruth(self.address):
             logger.info("%s: mapping supervoxels in 'stack' to bodies with 'transforms'", self.address)
@@ -156,8 +182,11 @@ class Volume:
         if any(n == 0 for n in region_shape(region)):
             data = np.zeros(region_shape(region), dtype=self.dtype)
         else:
+            backend = self._open()
+            if not self.allow_missing_chunks:
+                self._check_chunks(backend, region)
             try:
-                data = np.asarray(self._open().read(region))
+                data = np.asarray(backend.read(region))
             except NeuropilError:
                 raise
             except READ_ERRORS as error:
@@ -166,6 +195,22 @@ class Volume:
         if self._mapping is not None:
             data = _apply_mapping(data, *self._mapping)
         return data.reshape([n for axis, n in enumerate(data.shape) if axis not in dropped])
+
+    def _check_chunks(self, backend: Backend, region: tuple[slice, ...]) -> None:
+        if backend.unfinished:
+            raise NeuropilError(
+                f"{self.address}: unfinished: the blockwise job writing it has not finished (run it again to finish "
+                "it); pass --allow-missing-chunks to read it as it is"
+            )
+        try:
+            missing = backend.missing_chunks(region)
+        except READ_ERRORS as error:
+            raise NeuropilError(f"{self.address}: cannot list its chunks: {first_line(error)}") from error
+        if missing:
+            raise NeuropilError(
+                f"{self.address}: {len(missing)} chunk(s) missing in the region read (e.g. chunk {missing[0]}); "
+                "pass --allow-missing-chunks to read them as the fill value"
+            )
 
     def read(self) -> NDArray:
         """The whole array in memory."""
@@ -220,6 +265,7 @@ def open_volume(
     *,
     voxel_size: Sequence[float] | None = None,
     mapping: str | os.PathLike | NDArray | None = None,
+    allow_missing_chunks: bool | None = None,
 ) -> Volume:
     """Open the array at ``address`` lazily.
 
@@ -234,25 +280,36 @@ def open_volume(
         A ``(supervoxel, body)`` table applied to every read (NeuroProof ground truth).
         A ``groundtruth.h5`` with ``stack`` and ``transforms`` opened without a key
         gets its ``transforms`` applied without asking.
+    allow_missing_chunks : bool, optional
+        zarr and N5 read a chunk that is not stored as the fill value. By default (False,
+        or what :func:`allowing_missing_chunks` sets) a read whose region holds such chunks
+        raises, and so does any read of an array whose blockwise job has not finished;
+        True reads them as the fill value. A finished blockwise output of neuropil is
+        marked complete and read without a look at its chunks; for other arrays each read
+        checks which of its region's chunks are stored (neuropil's own writers store every
+        chunk, those of fill values too).
 
     Raises
     ------
     NeuropilError
         When the file, the key or the slices are missing, unreadable or truncated, or the
-        file's voxel size metadata names an unknown length unit.
+        file's voxel size metadata names an unknown length unit; on reading, for chunks
+        that are missing or unreadable.
     """
-    return Volume(address, voxel_size=voxel_size, mapping=mapping)
+    return Volume(address, voxel_size=voxel_size, mapping=mapping, allow_missing_chunks=allow_missing_chunks)
 
 
-def read_volume(address: str | os.PathLike | VolumeAddress) -> NDArray:
+def read_volume(address: str | os.PathLike | VolumeAddress, *, allow_missing_chunks: bool | None = None) -> NDArray:
     """Read the whole array at ``address`` into memory.
+
+    ``allow_missing_chunks``: see :func:`open_volume`.
 
     Raises
     ------
     NeuropilError
-        When the file, the key or the slices are missing or unreadable.
+        When the file, the key or the slices are missing or unreadable, or chunks are missing.
     """
-    with open_volume(address) as volume:
+    with open_volume(address, allow_missing_chunks=allow_missing_chunks) as volume:
         return volume.read()
 
 

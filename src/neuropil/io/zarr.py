@@ -4,12 +4,19 @@ Voxel size: an OME-Zarr level's ``scale`` and ``translation`` in the units of it
 ``multiscales`` space axes (nanometres where an axis names none); otherwise the array
 attribute ``resolution`` or ``voxel_size`` and ``offset`` (z-first, as funlib; nanometres
 unless a ``units`` attribute lists one unit per axis).
+
+zarr reads a chunk that is not stored as the array's fill value: that is how writers leave
+out chunks of fill values on purpose, and also what a lost chunk looks like. neuropil stores
+every chunk, fill values too. Blockwise outputs carry
+:data:`~neuropil.io.backend.COMPLETE_ATTRIBUTE` and are read without a look at their chunks;
+for other arrays :meth:`ZarrBackend.missing_chunks` lists the stored chunks of a region (in a
+local store one file check per chunk of the region, whatever the size of the array).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,8 +28,49 @@ from neuropil.data.resample import resample
 from neuropil.errors import NeuropilError
 from neuropil.files import remove_path, swap_in
 from neuropil.io.addresses import VolumeAddress
-from neuropil.io.backend import Backend, first_line, spatial_tail
+from neuropil.io.backend import COMPLETE_ATTRIBUTE, READ_ERRORS, Backend, first_line, region_chunks, spatial_tail
 from neuropil.io.units import axis_units, to_nm, unit_to_nm
+
+
+def settle_abandoned_tasks(timeout: float = 60.0) -> None:
+    """Wait until the chunk tasks that zarr left running after a failed read or write have ended.
+
+    When one chunk fails, zarr raises at once and leaves the other chunks' tasks on its
+    event loop. Left alone, those still pending when the process exits are reported one
+    by one (asyncio's "Task was destroyed but it is pending!" and "Event loop is closed"),
+    after the error that matters; and an abandoned write can still create chunk files after
+    the caller has removed its temporary array.
+    """
+    from zarr.core.sync import sync
+
+    async def settle() -> None:
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        if others:
+            await asyncio.wait(others, timeout=timeout)
+        for task in others:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: asyncio does not report it again
+
+    sync(settle())
+
+
+def _stored(array, indices: list[tuple[int, ...]]) -> list[bool]:
+    """Whether each chunk (grid index) of a zarr array is stored: a file check each in a local store."""
+    from zarr.storage import LocalStore
+
+    store, prefix = array.store_path.store, array.store_path.path
+    keys = [array.metadata.encode_chunk_key(index) for index in indices]
+    keys = [f"{prefix}/{key}" if prefix else key for key in keys]
+    if isinstance(store, LocalStore):
+        root = str(store.root)
+        return [os.path.isfile(os.path.join(root, key)) for key in keys]
+    from zarr.core.sync import sync
+
+    async def exists() -> list[bool]:
+        return list(await asyncio.gather(*(store.exists(key) for key in keys)))
+
+    return sync(exists())
 
 
 def _zarr_attributes(node) -> dict:
@@ -76,6 +124,7 @@ class ZarrBackend(Backend):
     def __init__(self, where: VolumeAddress):
         import zarr
 
+        self.where = where
         # zarr.open gives an array or a group; which one is checked below.
         root: Any
         try:
@@ -106,6 +155,10 @@ class ZarrBackend(Backend):
         self.dtype = np.dtype(node.dtype)
         self.chunks = tuple(node.chunks)
         self.attributes = _zarr_attributes(node)
+        complete = self.attributes.get(COMPLETE_ATTRIBUTE)
+        self.complete, self.unfinished = complete is True, complete is False
+        # the stored objects: whole shards of a sharded array, else the chunks
+        self.storage_chunks = tuple(getattr(node, "shards", None) or node.chunks)
         ndim = len(self.shape)
         if multiscales and level_path is not None:
             for multiscale in multiscales:
@@ -129,7 +182,24 @@ class ZarrBackend(Backend):
             self.offset = spatial_tail(to_nm(attributes["offset"], units, source=f"{where} (offset)"), ndim)
 
     def read(self, region):
-        return np.asarray(self.array[region])
+        try:
+            return np.asarray(self.array[region])
+        except READ_ERRORS as error:
+            settle_abandoned_tasks()
+            # zarr's message names no chunk: find the first one that fails on its own
+            for index in region_chunks(region, self.storage_chunks):
+                chunk = tuple(slice(i * n, (i + 1) * n) for i, n in zip(index, self.storage_chunks))
+                try:
+                    self.array[chunk]
+                except READ_ERRORS as failed:
+                    raise NeuropilError(f"{self.where}: cannot read chunk {index} ({first_line(failed)})") from error
+            raise
+
+    def missing_chunks(self, region):
+        if self.complete:
+            return []
+        indices = list(region_chunks(region, self.storage_chunks))
+        return [index for index, stored in zip(indices, _stored(self.array, indices)) if not stored]
 
 
 def write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zarr_format=None, attributes=None) -> None:
@@ -146,7 +216,12 @@ def write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zarr
     remove_path(temporary)
     try:
         target = root.create_array(
-            temporary_key, shape=array.shape, dtype=array.dtype, chunks=chunks or "auto", overwrite=True
+            temporary_key,
+            shape=array.shape,
+            dtype=array.dtype,
+            chunks=chunks or "auto",
+            overwrite=True,
+            config={"write_empty_chunks": True},  # every chunk stored: a lost one can be told from fill values
         )
         target[...] = array
         if voxel_size is not None:
@@ -154,6 +229,7 @@ def write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zarr
         for name, value in (attributes or {}).items():
             target.attrs[name] = value
     except BaseException:
+        settle_abandoned_tasks()
         remove_path(temporary)
         raise
     # zarr stores have no rename; move the finished array's folder into place.
@@ -175,14 +251,34 @@ def write_ome_zarr(
     Level ``i`` halves y and x ``i`` times (and z while its voxels are the smallest),
     rescaled with :func:`neuropil.data.resample.resample` as ``kind``.
     """
-    import zarr
-
     path = Path(path)
     if array.ndim != 3 or len(voxel_size) != 3:
         raise NeuropilError(f"{path}: OME-Zarr writing takes a (z, y, x) array and a 3-entry voxel_size")
     temporary = path.with_name(path.name + ".partial")
-    shutil.rmtree(temporary, ignore_errors=True)
-    root = zarr.open_group(str(temporary), mode="w", zarr_format=zarr_format)
+    remove_path(temporary)
+    try:
+        _write_ome_levels(
+            temporary,
+            array,
+            voxel_size,
+            name=path.stem,
+            levels=levels,
+            kind=kind,
+            chunks=chunks,
+            zarr_format=zarr_format,
+        )
+    except BaseException:
+        settle_abandoned_tasks()
+        remove_path(temporary)
+        raise
+    swap_in(temporary, path)
+    return path
+
+
+def _write_ome_levels(folder: Path, array: NDArray, voxel_size, *, name, levels, kind, chunks, zarr_format) -> None:
+    import zarr
+
+    root = zarr.open_group(str(folder), mode="w", zarr_format=zarr_format)
     datasets, level_array, level_size = [], np.asarray(array), np.asarray(voxel_size, dtype=np.float64)
     for level in range(levels):
         if level > 0:
@@ -193,7 +289,13 @@ def write_ome_zarr(
                 level_array, voxel_size=tuple(level_size), target_voxel_size=tuple(target), kind=kind
             )
             level_size = target
-        node = root.create_array(str(level), shape=level_array.shape, dtype=level_array.dtype, chunks=chunks or "auto")
+        node = root.create_array(
+            str(level),
+            shape=level_array.shape,
+            dtype=level_array.dtype,
+            chunks=chunks or "auto",
+            config={"write_empty_chunks": True},
+        )
         node[...] = level_array
         datasets.append(
             {
@@ -204,13 +306,9 @@ def write_ome_zarr(
     multiscale: dict[str, Any] = {
         "axes": [{"name": name, "type": "space", "unit": "nanometer"} for name in "zyx"],
         "datasets": datasets,
-        "name": path.stem,
+        "name": name,
     }
     if zarr_format == 3:
         root.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
     else:
         root.attrs["multiscales"] = [{"version": "0.4", **multiscale}]
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(temporary, path)
-    return path

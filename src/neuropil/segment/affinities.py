@@ -16,6 +16,33 @@ from numpy.typing import NDArray
 from neuropil.conventions import AFFINITY_DTYPE
 from neuropil.errors import NeuropilError
 
+RANGE_TOLERANCE = 1e-6
+"""How far outside [0, 1] affinities and boundary values may lie (float noise) and still be accepted."""
+
+
+def check_unit_range(values: NDArray, what: str) -> None:
+    """A one-line error unless every value of ``values`` lies in [0, 1] (within :data:`RANGE_TOLERANCE`).
+
+    Parameters
+    ----------
+    values : ndarray of float
+    what : str
+        What the values are (``"affinities"``, ``"boundary map"``), for the message.
+
+    Raises
+    ------
+    NeuropilError
+        A NaN or infinite value, or values below 0 or above 1; the message gives the
+        minimum and maximum found.
+    """
+    if values.size == 0:
+        return
+    low, high = float(np.min(values)), float(np.max(values))  # NaN if any value is NaN
+    if np.isnan(low) or np.isnan(high):
+        raise NeuropilError(f"{what} contain NaN values; they must lie in [0, 1]")
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise NeuropilError(f"{what} must lie in [0, 1], found values from {low:g} to {high:g}")
+
 
 def affinities_from_boundaries(boundaries: NDArray, *, combine: str = "max") -> NDArray[np.float32]:
     """Nearest-neighbour affinities ``1 - max(b[p], b[p + offset])`` from a boundary map.
@@ -85,9 +112,16 @@ def check_affinities(affinities: NDArray) -> NDArray[np.float32]:
     if 0 in affinities.shape[1:]:
         raise NeuropilError(f"affinities have an empty axis: shape {affinities.shape}")
     affinities = np.ascontiguousarray(affinities[: affinities.ndim - 1], dtype=AFFINITY_DTYPE)
-    if not np.isfinite(affinities).all():
-        raise NeuropilError("affinities contain NaN or infinite values")
+    check_unit_range(affinities, "affinities")
     return affinities
+
+
+def check_boundaries(boundaries: NDArray) -> None:
+    """A one-line error unless ``boundaries`` is a float boundary map with every value in [0, 1] (:func:`check_unit_range`)."""
+    boundaries = np.asarray(boundaries)
+    if not np.issubdtype(boundaries.dtype, np.floating):
+        raise NeuropilError(f"boundary map must be float in [0, 1], not {boundaries.dtype}")
+    check_unit_range(boundaries, "boundary map values")
 
 
 def mean_affinity(affinities: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -110,6 +144,7 @@ def as_affinities(affinities_or_boundaries: NDArray) -> NDArray[np.float32]:
     :func:`check_affinities`) or a 3-D boundary map, checked."""
     array = np.asarray(affinities_or_boundaries)
     if array.ndim == 3:
+        check_boundaries(array)
         # the mean keeps the boundary values of both sides of each contact
         return affinities_from_boundaries(array, combine="mean")
     if array.ndim == 4:

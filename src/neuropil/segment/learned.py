@@ -117,9 +117,13 @@ class MergeClassifier:
             raise NeuropilError(f"{path}: not a neuropil merge classifier ({reason})") from None
         if metadata.get("format") != FORMAT or metadata.get("version") != FORMAT_VERSION:
             raise NeuropilError(f"{path}: not a {FORMAT} version {FORMAT_VERSION} file")
-        n_bins = int(metadata["n_bins"])
+        n_bins, names = metadata.get("n_bins"), metadata.get("feature_names")
+        if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+            raise NeuropilError(f"{path}: n_bins is {n_bins!r}, not a positive count")
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise NeuropilError(f"{path}: feature_names is {names!r}, not a list of names")
         image = bool(metadata.get("image", False))
-        names = tuple(metadata["feature_names"])
+        names = tuple(names)
         if names != tuple(feature_names(n_bins, image)):
             raise NeuropilError(
                 f"{path}: the classifier was trained with other features than this version of neuropil computes"
@@ -469,6 +473,11 @@ def train(
         all_labels.append(example_labels)
         inputs = np.concatenate(all_examples)
         targets = np.concatenate(all_labels)
+        if targets.size == 0:
+            raise NeuropilError(
+                "no training examples: no two touching fragments both overlap labelled ground truth "
+                "(are the fragments and the ground truth of the same volume, with labels other than 0?)"
+            )
         weights = merge_cost(inputs, n_bins) ** cost_power
         weights /= max(weights.mean(), 1e-300)
         logger.info("epoch %d: %d examples (%d merges)", epoch, targets.size, int(targets.sum()))

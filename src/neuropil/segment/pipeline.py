@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from neuropil.errors import NeuropilError
 from neuropil.segment import watershed
+from neuropil.segment.affinities import check_boundaries, check_unit_range
 from neuropil.segment.agglomerate import agglomerate
 
 FLOOD_THRESHOLD_AFFINITIES = 0.5
@@ -55,7 +56,8 @@ def fragments(
     Parameters
     ----------
     values : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
-        Nearest-neighbour affinities (1 = same object) or a boundary map (1 = boundary).
+        Nearest-neighbour affinities (1 = same object) or a boundary map (1 = boundary),
+        in [0, 1] (:func:`neuropil.segment.affinities.check_unit_range`).
     voxel_size : (z, y, x) tuple of float
         Voxel size in nm, for the seeds' distance transform (None is a one-line error).
     threshold, min_size, mask
@@ -75,6 +77,10 @@ def fragments(
             f"expected affinities (c, z, y, x) or a boundary map (z, y, x), not an array of shape {values.shape}"
         )
     voxel_size = check_voxel_size(voxel_size, 3)
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise NeuropilError(f"the fragment threshold must lie in [0, 1], not {float(threshold):g}")
+    if values.ndim == 3:
+        check_boundaries(values)  # affinities are checked by the watershed (check_affinities)
     flood = default_flood_threshold(values.ndim) if flood_threshold is None else float(flood_threshold)
     make = watershed.fragments_from_boundaries if values.ndim == 3 else watershed.fragments
     return make(values, threshold=threshold, flood_threshold=flood, min_size=min_size, mask=mask, voxel_size=voxel_size)
@@ -101,12 +107,14 @@ def segment(
     Parameters
     ----------
     values : (c, z, y, x) ndarray of float, or (z, y, x) ndarray of float
-        Nearest-neighbour affinities (1 = same object) or a boundary map (1 = boundary).
+        Nearest-neighbour affinities (1 = same object) or a boundary map (1 = boundary);
+        every channel in [0, 1] (:func:`neuropil.segment.affinities.check_unit_range`).
     voxel_size : (z, y, x) tuple of float, or None
         Voxel size in nm; required unless ``fragment_ids`` are given (only the watershed
         needs it).
     thresholds : sequence of float
-        Merge thresholds (see :func:`neuropil.segment.agglomerate.agglomerate`).
+        Merge thresholds in [0, 1] (see :func:`neuropil.segment.agglomerate.agglomerate`
+        and :func:`check_thresholds`).
     method : {"mean", "quantile", "learned", "mutex"}
         Agglomeration method.
     fragment_ids : (z, y, x) ndarray of int, optional
@@ -122,6 +130,10 @@ def segment(
     Segmentation
     """
     values = np.asarray(values)
+    thresholds = check_thresholds(thresholds)
+    if values.ndim == 4 and values.shape[0] > 3 and np.issubdtype(values.dtype, np.floating):
+        # the nearest neighbours are checked where they are read (check_affinities)
+        check_unit_range(values[3:], "long-range affinities")
     if fragment_ids is None:
         fragment_ids, _ = fragments(
             values,
@@ -133,7 +145,6 @@ def segment(
         )
     elif voxel_size is not None:
         check_voxel_size(voxel_size, 3)
-    thresholds = tuple(float(t) for t in thresholds)
     segmentations = agglomerate(
         values,
         fragment_ids,
@@ -145,6 +156,24 @@ def segment(
         offsets=offsets,
     )
     return Segmentation(np.asarray(fragment_ids, dtype=np.uint64), segmentations, thresholds)
+
+
+def check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
+    """Merge thresholds as floats, at least one and each in [0, 1], or a one-line error.
+
+    The agglomeration scores (``1 - affinity``, ``1 - P(merge)``) lie in [0, 1], so a
+    threshold outside it merges nothing or everything.
+    """
+    try:
+        values = tuple(float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)))
+    except (TypeError, ValueError):
+        raise NeuropilError(f"merge thresholds must be numbers in [0, 1], not {thresholds!r}") from None
+    if not values:
+        raise NeuropilError("no merge threshold given")
+    outside = [t for t in values if not 0.0 <= t <= 1.0]
+    if outside:
+        raise NeuropilError(f"merge thresholds must lie in [0, 1], not {', '.join(f'{t:g}' for t in outside)}")
+    return values
 
 
 def check_voxel_size(voxel_size: Sequence[float] | None, ndim: int) -> tuple[float, ...]:

@@ -85,9 +85,13 @@ UnitRange = Annotated[
 
 
 class Augmentation(BaseModel):
-    """One augmentation: the probability that it is applied (per patch unless said otherwise)."""
+    """One augmentation: the probability that it is applied (per patch unless said otherwise).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Probabilities lie in [0, 1]; every number is finite and every range is ``[low, high]``
+    with ``low <= high``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     probability: Probability = 0.0
 

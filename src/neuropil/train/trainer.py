@@ -31,12 +31,12 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple, TextIO
+from typing import Annotated, Literal, NamedTuple, TextIO
 
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 from tqdm.auto import tqdm
 
 from neuropil.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
@@ -44,7 +44,7 @@ from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import THRESHOLD_GRID, Scores, best_threshold, evaluate, section_ids
 from neuropil.files import write_text_atomic
-from neuropil.model import ModelConfig, UNet3D
+from neuropil.model import ModelConfig, UNet3D, device_field
 from neuropil.predict import predict_affinities
 from neuropil.segment import segment
 from neuropil.train.augment import AugmentConfig, augment_config
@@ -62,18 +62,23 @@ VALIDATION_COLUMNS = ("iteration", "domain", "loss", "threshold", "voi_split", "
 
 
 class TrainConfig(BaseModel):
-    """Optimisation settings; saved next to every checkpoint."""
+    """Optimisation settings; saved next to every checkpoint.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Every number is finite; counts and shapes are positive (``warmup_iterations`` and
+    ``workers`` may be 0) and ``device`` is one this machine has.
+    """
 
-    iterations: int = 2000
-    patch_shape: tuple[int, int, int] = (16, 64, 64)
-    batch_size: int = 2
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    iterations: int = Field(default=2000, ge=1)
+    """Training steps of the whole run (a resumed run continues up to this many)."""
+    patch_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (16, 64, 64)
+    batch_size: int = Field(default=2, ge=1)
     """>= 2 reaches oneDNN's fast 3-D convolution on CPUs."""
-    learning_rate: float = 5e-4
+    learning_rate: float = Field(default=5e-4, gt=0)
     learning_rate_schedule: Literal["constant", "cosine"] = "cosine"
     """``cosine`` decays the rate to ``final_learning_rate_fraction`` of it at the last iteration."""
-    final_learning_rate_fraction: float = 0.1
+    final_learning_rate_fraction: float = Field(default=0.1, ge=0, le=1)
     warmup_iterations: int = Field(default=0, ge=0)
     """The rate grows linearly over this many first iterations to the schedule's (0: no warm-up)."""
     max_minutes: float | None = Field(default=None, gt=0)
@@ -83,21 +88,23 @@ class TrainConfig(BaseModel):
     augment: AugmentConfig = AugmentConfig()
     """Augmentation probabilities and ranges (:class:`~neuropil.train.augment.AugmentConfig`);
     ``true`` is its defaults, ``false`` none."""
-    weights: dict[str, float] | None = None
+    weights: dict[str, Annotated[float, Field(ge=0)]] | None = None
     """Domain sampling weights; uniform when not given (the method's choice)."""
     seed: int = 0
     """Initial weights and every batch (batch ``i`` draws from ``(seed, i)``)."""
     workers: int = Field(default=0, ge=0)
     """Processes that sample and augment batches ahead of the training step (0: the training
     process itself). Batches are the same for any number, so are the weights."""
-    checkpoint_every: int = 100
+    checkpoint_every: int = Field(default=100, ge=1)
+    """Save (and validate) every this many iterations, and at the end."""
     tensorboard: bool = False
     """Also write loss, learning rate, samples/s and validation scores for TensorBoard to
     ``tensorboard/`` in the run's folder (needs the ``tensorboard`` extra)."""
-    device: str = "cpu"
+    device: Annotated[str, AfterValidator(device_field)] = "cpu"
+    """Torch device of training and validation (:func:`neuropil.model.check_device`: one this machine has)."""
     validation: bool = True
     """Score the validation volumes at every checkpoint (``validation.csv``)."""
-    validation_shape: tuple[int, int, int] | None = (32, 128, 128)
+    validation_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = (32, 128, 128)
     """(z, y, x) at most of each validation volume scored (its centre); None: all of it."""
     thresholds: tuple[float, ...] = THRESHOLD_GRID
     """Merge thresholds of the validation's mean-affinity agglomeration; the best is the calibrated one."""
@@ -110,7 +117,7 @@ class TrainConfig(BaseModel):
     @field_validator("thresholds")
     @classmethod
     def _threshold_grid(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or not all(0.0 <= t <= 1.0 for t in value):
+        if not value or not all(0.0 <= t <= 1.0 for t in value):  # NaN fails too
             raise ValueError("needs at least one merge threshold, each in [0, 1]")
         return value
 
