@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse
 from skimage.metrics import adapted_rand_error as skimage_adapted_rand_error
 from skimage.metrics import variation_of_information as skimage_variation_of_information
 
@@ -294,3 +295,195 @@ def test_cli_evaluate_objects_in_json(tmp_path, capsys):
     assert result["worst_merges"] == [
         {"segment_id": 3, "size": 4, "gt_ids": [2, 3], "n_objects": 2, "bits": pytest.approx(0.5)}
     ]
+
+
+def _reference_labelled_table(seg, gt, *, mask=None, ignore_zero=True):
+    """The contingency table as it was first computed: np.unique's sort, then a coo matrix."""
+    keep = np.ones(gt.shape, bool) if mask is None else mask.astype(bool)
+    if ignore_zero:
+        keep &= gt != 0
+    seg_ids, seg_index = np.unique(seg[keep], return_inverse=True)
+    gt_ids, gt_index = np.unique(gt[keep], return_inverse=True)
+    table = scipy.sparse.coo_matrix(
+        (np.ones(seg_index.size), (seg_index.ravel(), gt_index.ravel())), shape=(seg_ids.size, gt_ids.size)
+    )
+    return table.tocsr(), seg_ids, gt_ids
+
+
+def _random_labels(rng, dtype, shape):
+    """Labels with 0 among them: every id of 8 and 16 bits, or 40 ids spread over a wider type's whole range."""
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    info = np.iinfo(dtype)
+    if info.bits <= 16:
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    if dtype == np.uint64:  # huge ids, above 2**63 too
+        pool = rng.integers(0, 2**63, size=40, dtype=np.uint64) | np.uint64(2**63)
+    else:
+        pool = rng.integers(info.min, info.max, size=40, endpoint=True).astype(dtype)
+    return np.where(rng.random(shape) < 0.2, dtype(0), rng.choice(pool, size=shape))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint64, np.uint8, np.int8, np.uint16, np.int64, np.bool_])
+def test_tables_and_scores_are_identical_to_sorting_ids(dtype):
+    from neuropil.evaluate import GroundTruth, contingency_table
+
+    rng = np.random.default_rng(int(np.dtype(dtype).num))
+    shape = (3, 60, 70) if dtype in (np.uint8, np.int8) else (4, 128, 256)  # 2**17 voxels: every 16-bit id
+    for trial in range(3):
+        gt = _random_labels(rng, dtype, shape)
+        seg = _random_labels(rng, dtype, shape)
+        if trial == 1:
+            seg = (gt.astype(np.int64) // 3).astype(dtype)  # merges of the ground truth's objects
+        mask = rng.random(shape) < 0.8 if trial == 2 else None
+        for ignore_zero in (True, False):
+            expected, seg_ids, gt_ids = _reference_labelled_table(seg, gt, mask=mask, ignore_zero=ignore_zero)
+            table = contingency_table(seg, gt, mask=mask, ignore_zero=ignore_zero)
+            assert table.shape == expected.shape
+            assert np.array_equal(table.indptr, expected.indptr) and np.array_equal(table.indices, expected.indices)
+            assert np.array_equal(table.data, expected.data)
+            _, rows, columns = GroundTruth(gt, mask=mask, ignore_zero=ignore_zero).labelled_table(seg)
+            assert rows.dtype == seg.dtype and np.array_equal(rows, seg_ids) and np.array_equal(columns, gt_ids)
+        scores = evaluate(seg, gt, mask=mask)
+        # scikit-image indexes its table by the ids themselves: give it small ones, 1 and up
+        keep = (gt != 0) & (True if mask is None else mask)
+        gt_small = np.unique(gt[keep], return_inverse=True)[1] + 1
+        seg_small = np.unique(seg[keep], return_inverse=True)[1] + 1
+        seg_given_gt, gt_given_seg = skimage_variation_of_information(gt_small, seg_small)
+        assert scores.voi_split == pytest.approx(seg_given_gt, abs=1e-9)
+        assert scores.voi_merge == pytest.approx(gt_given_seg, abs=1e-9)
+        assert scores.arand == pytest.approx(skimage_adapted_rand_error(gt_small, seg_small)[0], abs=1e-12)
+
+
+def test_huge_uint64_ids_are_reported_as_they_are():
+    gt = np.array([2**64 - 1, 2**64 - 1, 2**63, 2**63, 0], dtype=np.uint64)
+    seg = np.array([2**64 - 2, 7, 7, 7, 2**64 - 2], dtype=np.uint64)
+    errors = object_errors(seg, gt)
+    assert [split.gt_id for split in errors.splits] == [2**64 - 1]
+    (merge,) = errors.merges
+    assert (merge.segment_id, set(merge.gt_ids)) == (7, {2**64 - 1, 2**63})
+
+
+def test_inputs_are_not_modified():
+    rng = np.random.default_rng(5)
+    gt = rng.integers(0, 9, size=(4, 16, 16)).astype(np.uint64) * np.uint64(2**40)
+    seg = rng.integers(0, 300, size=gt.shape).astype(np.int32)
+    views = [(seg, gt), (seg.transpose(2, 1, 0), gt.transpose(2, 1, 0)), (seg[:, ::2], gt[:, ::2])]
+    for seg_view, gt_view in views:
+        seg_before, gt_before = seg_view.copy(), gt_view.copy()
+        for ignore_zero in (True, False):
+            evaluate(seg_view, gt_view, ignore_zero=ignore_zero)
+            object_errors(seg_view, gt_view)
+        assert np.array_equal(seg_view, seg_before) and np.array_equal(gt_view, gt_before)
+
+
+def test_prepared_ground_truth_scores_as_separate_calls():
+    from neuropil.evaluate import GroundTruth, evaluate_many
+
+    rng = np.random.default_rng(11)
+    gt = rng.integers(0, 40, size=(5, 30, 30)).astype(np.uint64)
+    mask = rng.random(gt.shape) < 0.9
+    segmentations = [
+        gt // np.uint64(step) + (rng.random(gt.shape) < 0.05).astype(np.uint64) for step in (1, 2, 3, 5, 8)
+    ]
+    for given in (None, mask):
+        expected = [evaluate(seg, gt, mask=given) for seg in segmentations]
+        assert evaluate_many(segmentations, gt, mask=given) == expected
+        assert evaluate_many((seg for seg in segmentations), gt, mask=given) == expected  # any iterable
+        truth = GroundTruth(gt, mask=given)
+        assert [truth.evaluate(seg) for seg in segmentations] == expected
+        assert [truth.evaluate(seg) for seg in reversed(segmentations)] == expected[::-1]  # reusable, in any order
+        assert truth.object_errors(segmentations[2], top=3) == object_errors(segmentations[2], gt, mask=given, top=3)
+        assert truth.n_voxels == expected[0].n_voxels
+    assert evaluate_many([], gt) == []
+    assert evaluate_many([gt], gt, ignore_zero=False) == [evaluate(gt, gt, ignore_zero=False)]
+    truth = GroundTruth(gt)
+    with pytest.raises(NeuropilError, match="does not match ground truth shape"):
+        truth.evaluate(gt[:2])
+    with pytest.raises(NeuropilError, match="integer ids"):
+        truth.evaluate(gt.astype(np.float32))
+    with pytest.raises(NeuropilError, match="top"):
+        truth.object_errors(gt, top=0)
+    with pytest.raises(NeuropilError, match="mask shape"):
+        GroundTruth(gt, mask=mask[:1])
+    with pytest.raises(NeuropilError, match="no voxels to score"):
+        GroundTruth(np.zeros_like(gt)).evaluate(gt)
+
+
+def _write_sweep(tmp_path):
+    """Ground truth in v.h5 and a sweep of segmentations in s.h5:sweep, with arrays a group's scoring leaves out."""
+    gt = np.array([[[1, 1, 1, 1, 2, 2, 3, 3, 0, 0]]], dtype=np.uint64)
+    split_and_merge = np.array([[[1, 1, 2, 2, 3, 3, 3, 3, 3, 3]]], dtype=np.uint64)
+    write_volume(tmp_path / "v.h5:gt", gt)
+    write_volume(tmp_path / "s.h5:sweep/seg_t10", split_and_merge)  # VOI split 0.5, merge 0.5
+    write_volume(tmp_path / "s.h5:sweep/seg_t2", gt * 7)  # perfect
+    write_volume(tmp_path / "s.h5:sweep/seg_t1", np.ones_like(gt))  # all merged: VOI merge 1.5
+    write_volume(tmp_path / "s.h5:sweep/raw", np.zeros(gt.shape, np.float32))  # not ids: left out
+    write_volume(tmp_path / "s.h5:sweep/small", gt[..., :3])  # another shape: left out
+    write_volume(tmp_path / "s.h5:other/gt", gt)  # in another group
+    return f"{tmp_path}/v.h5:gt", f"{tmp_path}/s.h5:sweep"
+
+
+def test_cli_evaluate_several_segmentations_prints_one_table(tmp_path, capsys):
+    gt, sweep = _write_sweep(tmp_path)
+    names = [f"{sweep}/seg_t10", f"{sweep}/seg_t2", gt]
+    assert main(["evaluate", *names, gt]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["segmentation", "VOI", "split", "VOI", "merge", "ARAND", "CREMI"]
+    assert [line.split()[0] for line in lines[1:]] == names
+    assert [float(value) for value in lines[1].split()[1:]] == pytest.approx([0.5, 0.5, 0.5, np.sqrt(0.5)], abs=1e-4)
+    assert [float(value) for value in lines[2].split()[1:]] == [0.0] * 4
+    assert main(["evaluate", *names, gt, "--json"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [result["segmentation"] for result in results] == names
+    assert results[0]["voi_split"] == pytest.approx(0.5) and results[0]["cremi_score"] == pytest.approx(np.sqrt(0.5))
+    assert results[1]["voi"] == 0.0 and "worst_splits" not in results[0]
+    assert main(["evaluate", *names, gt, "--json", "--objects", "1"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert results[0]["worst_splits"] == [{"gt_id": 1, "size": 4, "n_segments": 2, "bits": pytest.approx(0.5)}]
+    assert results[1]["worst_splits"] == [] and results[1]["worst_merges"] == []
+    assert main(["evaluate", *names, gt, "--objects", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("Worst splits") == 3 and f"\n{names[0]}\n\nWorst splits (1 of 1 objects" in text
+
+
+def test_cli_evaluate_group_scores_its_arrays_of_the_ground_truths_shape_by_name(tmp_path, capsys):
+    gt, sweep = _write_sweep(tmp_path)
+    assert main(["evaluate", sweep, gt]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [f"{sweep}/seg_t{t}" for t in (1, 2, 10)]
+    assert float(lines[1].split()[2]) == pytest.approx(1.5)  # all merged
+    assert main(["evaluate", sweep, gt, "--json"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["segmentation"] for r in results] == [f"{sweep}/seg_t{t}" for t in (1, 2, 10)]
+    assert [r["voi_merge"] for r in results] == pytest.approx([1.5, 0.0, 0.5])
+    # a zarr group, the ground truth among its arrays: the ground truth is not scored against itself
+    for name, labels in (("gt", [[[1, 1, 1, 1, 2, 2, 3, 3, 0, 0]]]), ("b", [[[4, 4, 4, 4, 5, 5, 5, 5, 5, 5]]])):
+        write_volume(tmp_path / f"z.zarr/labels/{name}", np.array(labels, dtype=np.uint32))
+    assert main(["evaluate", f"{tmp_path}/z.zarr/labels", f"{tmp_path}/z.zarr/labels/gt", "--json"]) == 0
+    (result,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert result["segmentation"] == f"{tmp_path}/z.zarr/labels/b" and result["voi_merge"] == pytest.approx(0.5)
+    # a group and an array together, in the order given
+    assert main(["evaluate", f"{sweep}/seg_t10", sweep, gt]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 4
+
+
+@pytest.mark.parametrize(
+    "arguments, problem",
+    [
+        (["s.h5:sweep/small", "v.h5:gt"], "does not match"),  # one array of another shape
+        (["s.h5:sweep/seg_t10", "s.h5:sweep/small", "v.h5:gt"], "s.h5:sweep/small"),
+        (["s.h5", "v.h5:gt"], "no integer array of the ground truth's shape"),  # a group of groups
+        (["s.h5:sweep", "s.h5:sweep/small"], "no integer array of the ground truth's shape (1, 1, 3)"),
+        (["s.h5:sweep/nope", "v.h5:gt"], "no dataset 'sweep/nope'"),
+        (["s.h5:sweep", "v.h5:nope"], "no dataset 'nope'"),
+        (["missing.zarr/a", "s.h5:sweep", "v.h5:gt"], "no such file"),
+    ],
+)
+def test_cli_evaluate_several_bad_input_exits_2_with_one_line(tmp_path, capsys, arguments, problem):
+    _write_sweep(tmp_path)
+    assert main(["evaluate", *(f"{tmp_path}/{argument}" for argument in arguments)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # checked before any scoring
+    assert captured.err.startswith("neuropil: error: ") and captured.err.count("\n") == 1
+    assert problem in captured.err

@@ -1,7 +1,10 @@
 """Segmentation metrics: variation of information (split, merge) and adapted Rand error.
 
 Both are computed from one sparse contingency table of (segmentation, ground truth)
-ids, so that label arrays of any size and id range cost one pass.
+ids, so that label arrays of any size and id range cost one pass: ids are made dense by
+hashing (``fastremap``), not sorting, and (segment, object) pairs are counted as one
+int64 key each. :class:`GroundTruth` prepares a ground truth once for scoring several
+segmentations (a threshold sweep); :func:`evaluate_many` scores a sequence of them.
 
 Voxels whose ground truth is 0, or outside a mask, are not scored. This is also how
 partial labels (e.g. dendrites only) are scored: give unlabelled voxels 0 (or a mask).
@@ -20,10 +23,11 @@ doi:10.3389/fnana.2015.00142
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import fastremap
 import numpy as np
 import scipy.sparse
 from numpy.typing import NDArray
@@ -88,29 +92,180 @@ def _labelled_table(
     segmentation, ground_truth, *, mask, ignore_zero
 ) -> tuple[scipy.sparse.csr_matrix, NDArray, NDArray]:
     """The contingency table with the segmentation ids of its rows and the ground-truth ids of its columns."""
+    truth, segmentation = _prepared(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
+    return truth.labelled_table(segmentation)
+
+
+def _prepared(segmentation, ground_truth, *, mask, ignore_zero) -> tuple[GroundTruth, NDArray]:
+    """The ground truth prepared for one segmentation, checked in the order the errors were always raised."""
     segmentation = np.asarray(segmentation)
     ground_truth = np.asarray(ground_truth)
     if segmentation.shape != ground_truth.shape:
         raise NeuropilError(
             f"segmentation shape {segmentation.shape} does not match ground truth shape {ground_truth.shape}"
         )
-    for name, array in (("segmentation", segmentation), ("ground truth", ground_truth)):
-        if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
-            raise NeuropilError(f"{name} must hold integer ids, got dtype {array.dtype}")
-    keep = np.ones(ground_truth.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    if keep.shape != ground_truth.shape:
-        raise NeuropilError(f"mask shape {keep.shape} does not match ground truth shape {ground_truth.shape}")
-    if ignore_zero:
-        keep = keep & (ground_truth != 0)
-    seg = segmentation[keep].ravel()
-    gt = ground_truth[keep].ravel()
-    seg_ids, seg_index = np.unique(seg, return_inverse=True)
-    gt_ids, gt_index = np.unique(gt, return_inverse=True)
-    table = scipy.sparse.coo_matrix(
-        (np.ones(seg.size, dtype=np.float64), (seg_index.ravel(), gt_index.ravel())),
-        shape=(seg_ids.size, gt_ids.size),
-    )
-    return table.tocsr(), seg_ids, gt_ids
+    _require_integers("segmentation", segmentation)
+    return GroundTruth(ground_truth, mask=mask, ignore_zero=ignore_zero), segmentation
+
+
+def _require_integers(name: str, array: NDArray) -> None:
+    if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
+        raise NeuropilError(f"{name} must hold integer ids, got dtype {array.dtype}")
+
+
+def _dense_ids(values: NDArray) -> tuple[NDArray, NDArray]:
+    """The sorted distinct ids of 1-d ``values`` and each value's index among them, without sorting the values.
+
+    ``values`` must be a contiguous array of this module's own: it may be overwritten. The
+    result equals ``np.unique(values, return_inverse=True)`` with int32 (or int64) indices.
+    """
+    dtype = values.dtype
+    if dtype.itemsize <= 2:  # bool, 8 and 16 bits: a lookup table over every possible id
+        low = 0 if dtype == np.bool_ else int(np.iinfo(dtype).min)
+        shifted = values.astype(np.int32)
+        shifted -= low
+        present = np.bincount(shifted) > 0
+        lookup = np.cumsum(present, dtype=np.int32) - 1
+        return (np.flatnonzero(present) + low).astype(dtype), lookup[shifted]
+    # fastremap hashes unsigned ids (its signed output can overflow): signed ids are hashed by their bits
+    bits = values.view(np.dtype(f"u{dtype.itemsize}"))
+    dense, remap = fastremap.renumber(bits, start=0, preserve_zero=False, in_place=True)
+    ids = np.fromiter(remap.keys(), dtype=bits.dtype, count=len(remap)).view(dtype)
+    first_seen = np.fromiter(remap.values(), dtype=np.int64, count=len(remap))
+    order = np.argsort(ids)
+    index_type = _index_type(ids.size)
+    rank = np.empty(ids.size, dtype=index_type)
+    rank[first_seen[order]] = np.arange(ids.size, dtype=index_type)
+    return ids[order], rank[dense]
+
+
+def _index_type(n: int) -> type[np.signedinteger]:
+    return np.int32 if n <= np.iinfo(np.int32).max else np.int64
+
+
+def _pair_counts(keys: NDArray[np.int64], n_keys: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The distinct values of ``keys`` (in [0, n_keys)), ascending, and how often each occurs; ``keys`` is overwritten."""
+    if n_keys <= max(keys.size, 1 << 16):  # a dense count is no larger than the keys themselves
+        counts = np.bincount(keys, minlength=n_keys)
+        distinct = np.flatnonzero(counts)
+        return distinct, counts[distinct].astype(np.float64)
+    keys.sort()
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return keys[starts], np.diff(np.append(starts, keys.size)).astype(np.float64)
+
+
+class GroundTruth:
+    """Ground truth prepared once for scoring any number of segmentations against it.
+
+    Its scored voxels (ground truth not 0 unless ``ignore_zero`` is False, inside ``mask``) and
+    their dense object indices are found once; each segmentation then costs one relabelling of
+    its scored voxels and one count of (segment, object) pairs. Scores are those of
+    :func:`evaluate` and :func:`object_errors` on the same arrays, to the last bit.
+
+    Parameters
+    ----------
+    ground_truth : (z, y, x) ndarray of int
+        Label volume (any number of axes); not modified.
+    mask : (z, y, x) ndarray of bool, optional
+        Only voxels where the mask is true are scored.
+    ignore_zero : bool
+        Leave out voxels whose ground truth is 0.
+
+    Raises
+    ------
+    NeuropilError
+        When the labels are not integers or the mask's shape differs.
+
+    Examples
+    --------
+    >>> truth = GroundTruth(labels)
+    >>> [truth.evaluate(segmentation).voi for segmentation in segmentations]  # doctest: +SKIP
+    """
+
+    def __init__(self, ground_truth: NDArray, *, mask: NDArray | None = None, ignore_zero: bool = True):
+        ground_truth = np.asarray(ground_truth)
+        _require_integers("ground truth", ground_truth)
+        self.shape: tuple[int, ...] = ground_truth.shape
+        keep = None if mask is None else np.asarray(mask, dtype=bool)
+        if keep is not None and keep.shape != self.shape:
+            raise NeuropilError(f"mask shape {keep.shape} does not match ground truth shape {self.shape}")
+        if ignore_zero:
+            keep = ground_truth != 0 if keep is None else keep & (ground_truth != 0)
+        self._keep = keep
+        self.ids, self._index = _dense_ids(self._scored(ground_truth))
+        """The sorted ground-truth ids of the scored voxels: the columns of every table."""
+
+    @property
+    def n_voxels(self) -> int:
+        """Voxels scored."""
+        return int(self._index.size)
+
+    def _scored(self, labels: NDArray) -> NDArray:
+        """The scored voxels of ``labels`` as a new contiguous 1-d array."""
+        return labels[self._keep] if self._keep is not None else labels.ravel().copy()
+
+    def labelled_table(self, segmentation: NDArray) -> tuple[scipy.sparse.csr_matrix, NDArray, NDArray]:
+        """The contingency table of ``segmentation`` with the segment ids of its rows and the object ids of its columns.
+
+        Rows are the sorted segmentation ids of the scored voxels, columns :attr:`ids`; the
+        table is that of :func:`contingency_table`.
+        """
+        segmentation = np.asarray(segmentation)
+        if segmentation.shape != self.shape:
+            raise NeuropilError(
+                f"segmentation shape {segmentation.shape} does not match ground truth shape {self.shape}"
+            )
+        _require_integers("segmentation", segmentation)
+        seg_ids, seg_index = _dense_ids(self._scored(segmentation))
+        n_objects = self.ids.size
+        keys = seg_index.astype(np.int64)
+        keys *= n_objects
+        keys += self._index
+        pairs, counts = _pair_counts(keys, seg_ids.size * n_objects)
+        rows, columns = np.divmod(pairs, max(n_objects, 1))
+        index_type = _index_type(max(counts.size, seg_ids.size, n_objects))
+        indptr = np.zeros(seg_ids.size + 1, dtype=index_type)
+        np.cumsum(np.bincount(rows, minlength=seg_ids.size), out=indptr[1:])
+        table = scipy.sparse.csr_matrix((counts, columns.astype(index_type), indptr), shape=(seg_ids.size, n_objects))
+        return table, seg_ids, self.ids
+
+    def table(self, segmentation: NDArray) -> scipy.sparse.csr_matrix:
+        """The contingency table of ``segmentation`` (see :func:`contingency_table`)."""
+        return self.labelled_table(segmentation)[0]
+
+    def _scored_labelled_table(self, segmentation: NDArray) -> tuple[scipy.sparse.csr_matrix, NDArray, NDArray]:
+        """The labelled table, refusing one with no voxels: an empty score would read as perfect."""
+        labelled = self.labelled_table(segmentation)
+        if self.n_voxels == 0:
+            raise NeuropilError(
+                f"no voxels to score in a volume of shape {self.shape}: it is empty, "
+                "its ground truth is all 0 or the mask excludes every labelled voxel"
+            )
+        return labelled
+
+    def evaluate(self, segmentation: NDArray) -> Scores:
+        """All metrics of ``segmentation`` (see :func:`evaluate`)."""
+        return _scores_from_table(self._scored_labelled_table(segmentation)[0])
+
+    def object_errors(self, segmentation: NDArray, *, top: int = 10) -> ObjectErrors:
+        """The objects split and the segments merging most in ``segmentation`` (see :func:`object_errors`)."""
+        _require_top(top)
+        return _errors_from_table(*self._scored_labelled_table(segmentation), top=top)
+
+
+def evaluate_many(
+    segmentations: Iterable[NDArray],
+    ground_truth: NDArray,
+    *,
+    mask: NDArray | None = None,
+    ignore_zero: bool = True,
+) -> list[Scores]:
+    """:func:`evaluate` of each segmentation against one ground truth, prepared once (:class:`GroundTruth`).
+
+    ``segmentations`` may be any iterable (e.g. a generator reading one volume at a time).
+    """
+    truth = GroundTruth(ground_truth, mask=mask, ignore_zero=ignore_zero)
+    return [truth.evaluate(segmentation) for segmentation in segmentations]
 
 
 def _scored_table(segmentation, ground_truth, *, mask, ignore_zero) -> scipy.sparse.csr_matrix:
@@ -121,13 +276,8 @@ def _scored_table(segmentation, ground_truth, *, mask, ignore_zero) -> scipy.spa
 def _scored_labelled_table(
     segmentation, ground_truth, *, mask, ignore_zero
 ) -> tuple[scipy.sparse.csr_matrix, NDArray, NDArray]:
-    table, seg_ids, gt_ids = _labelled_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
-    if table.sum() == 0:
-        raise NeuropilError(
-            f"no voxels to score in a volume of shape {np.shape(ground_truth)}: it is empty, "
-            "its ground truth is all 0 or the mask excludes every labelled voxel"
-        )
-    return table, seg_ids, gt_ids
+    truth, segmentation = _prepared(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
+    return truth._scored_labelled_table(segmentation)
 
 
 def _entropy_terms(counts: NDArray) -> float:
@@ -234,7 +384,10 @@ def evaluate(
     NeuropilError
         When the shapes differ, the labels are not integers, or no voxel is left to score.
     """
-    table = _scored_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero)
+    return _scores_from_table(_scored_table(segmentation, ground_truth, mask=mask, ignore_zero=ignore_zero))
+
+
+def _scores_from_table(table: scipy.sparse.csr_matrix) -> Scores:
     voi_split, voi_merge = _voi_from_table(table)
     arand, precision, recall = _arand_from_table(table)
     return Scores(
@@ -332,9 +485,17 @@ def object_errors(
     NeuropilError
         When ``top`` is below 1, the shapes differ, the labels are not integers, or no voxel is left to score.
     """
+    _require_top(top)
+    labelled = _scored_labelled_table(segmentation, ground_truth, mask=mask, ignore_zero=True)
+    return _errors_from_table(*labelled, top=top)
+
+
+def _require_top(top: int) -> None:
     if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
         raise NeuropilError(f"top must be a whole number >= 1, got {top!r}")
-    table, seg_ids, gt_ids = _scored_labelled_table(segmentation, ground_truth, mask=mask, ignore_zero=True)
+
+
+def _errors_from_table(table: scipy.sparse.csr_matrix, seg_ids: NDArray, gt_ids: NDArray, *, top: int) -> ObjectErrors:
     n = float(table.sum())
     cells = table.tocoo()
     rows, cols, counts = cells.row, cells.col, cells.data
