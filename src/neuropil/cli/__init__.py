@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         segment,
         study,
         train,
+        view,
     )
 
     parser = argparse.ArgumentParser(
@@ -58,7 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log debug messages; show the traceback of an error"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, experiment, study, data, train, augment, models, predict, segment, agglomeration, evaluate):
+    for module in (
+        demo,
+        experiment,
+        study,
+        data,
+        train,
+        augment,
+        models,
+        predict,
+        segment,
+        agglomeration,
+        evaluate,
+        view,
+    ):
         module.add_parser(subparsers)
     _verbose_after_the_command(parser)
     return parser

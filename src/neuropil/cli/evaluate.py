@@ -57,6 +57,20 @@ def add_parser(subparsers) -> None:
         help="also list the N ground-truth objects split most and the N segments merging most, "
         "with their shares of VOI split and merge in bits",
     )
+    parser.add_argument(
+        "--erl",
+        action="store_true",
+        help="also the expected run length (ERL, nm) and normalised ERL (NERL: ERL / ERL of GT itself) on skeletons "
+        "of GT (kimimaro, at GT's voxel size, made once): a skeleton edge is wrong where its ends are in different "
+        "segments or in 0, or its segment also covers another skeleton (a merge)",
+    )
+    parser.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size of GT in nm, where its file stores none (for --erl)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per segmentation, one a line")
     add_missing_chunks_argument(parser)
     parser.set_defaults(run=run)
@@ -86,26 +100,38 @@ def run(args: argparse.Namespace) -> int:
     names = _segmentation_names(args, found, gt_shape)
     several = len(args.segmentations) > 1 or not isinstance(found[0], tuple)
 
-    truth = GroundTruth(
-        read_volume(args.ground_truth, allow_missing_chunks=allow),
-        mask=read_volume(args.mask, allow_missing_chunks=allow) if args.mask else None,
-    )
+    labels = read_volume(args.ground_truth, allow_missing_chunks=allow)
+    mask = read_volume(args.mask, allow_missing_chunks=allow) if args.mask else None
+    truth = GroundTruth(labels, mask=mask)
+    columns, skeletons = COLUMNS, None
+    if args.erl:
+        from neuropil.io import open_volume
+        from neuropil.skeletons import skeletonize
+
+        with open_volume(args.ground_truth, voxel_size=args.voxel_size, allow_missing_chunks=allow) as volume:
+            voxel_size = volume.voxel_size
+        if voxel_size is None:
+            raise NeuropilError(f"{args.ground_truth}: the file stores no voxel size; give --voxel-size Z Y X (nm)")
+        skeletons = skeletonize(labels, voxel_size=voxel_size[-3:], mask=mask)
+        columns = COLUMNS + (("ERL nm", "erl"), ("NERL", "nerl"))
     rows = []
     width = max(len("segmentation"), *(len(name) for name in names))
     if several and not args.json:
-        print(f"{'segmentation':<{width}}" + "".join(f"  {header:>9}" for header, _ in COLUMNS), flush=True)
+        print(f"{'segmentation':<{width}}" + "".join(f"  {header:>9}" for header, _ in columns), flush=True)
     for name in names:
-        row = _score(truth, name, read_volume(name, allow_missing_chunks=allow), objects=args.objects)
+        row = _score(
+            truth, name, read_volume(name, allow_missing_chunks=allow), objects=args.objects, skeletons=skeletons
+        )
         rows.append(row)
         if args.json:
             print(json.dumps({"segmentation": name, **_json(row)} if several else _json(row)), flush=True)
         elif several:
-            print(f"{name:<{width}}" + "".join(f"  {row.scores[key]:>9.4f}" for _, key in COLUMNS), flush=True)
+            print(f"{name:<{width}}" + "".join(f"  {row.scores[key]:>9.4f}" for _, key in columns), flush=True)
     if args.json:
         return 0
     if not several:
         (row,) = rows
-        for header, key in COLUMNS:
+        for header, key in columns:
             print(f"{header:<11}{row.scores[key]:.4f}")
         if row.errors is not None:
             _print_errors(row.errors)
@@ -118,13 +144,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(truth: GroundTruth, name: str, segmentation, *, objects: int | None) -> Row:
+def _score(truth: GroundTruth, name: str, segmentation, *, objects: int | None, skeletons=None) -> Row:
     """One segmentation's row: every score, and the worst objects with ``objects``.
 
     Further scores of a segmentation (e.g. of skeletons) join ``scores`` here, and a column in
     :data:`COLUMNS` prints them.
     """
     scores = truth.evaluate(segmentation).as_dict()
+    if skeletons is not None:
+        from neuropil.skeletons import expected_run_length
+
+        scores.update(expected_run_length(segmentation, skeletons).as_dict())
     errors = None if objects is None else truth.object_errors(segmentation, top=objects)
     return Row(name=name, scores=scores, errors=errors)
 
