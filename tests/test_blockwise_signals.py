@@ -65,12 +65,21 @@ def wait_until(condition, seconds: float, child=None) -> bool:
     return condition()
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(arguments: list[str], token: str) -> subprocess.Popen:
-    """The command in a process group of its own, as a shell starts a job."""
+    """The command in a process group of its own, as a shell starts a job.
+
+    With SIGINT at its default action: a test run from a background job (``cmd &``, nohup)
+    inherits SIGINT ignored, and a child inheriting that never sees Ctrl-C.
+    """
     return subprocess.Popen(
         [sys.executable, "-m", "neuropil", *arguments],
         env={**os.environ, "NEUROPIL_TEST_RUN": token},
         start_new_session=True,
+        preexec_fn=default_sigint,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

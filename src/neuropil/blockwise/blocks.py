@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from neuropil.errors import NeuropilError
-from neuropil.files import write_text_atomic
+from neuropil.files import TEMPORARY_MARK, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -259,13 +259,29 @@ def stopping_on_signals(work: Path) -> Iterator[None]:
     try:
         yield
     except _Terminated:
+        _sweep_partial_records(work)
         logger.warning("stopped by SIGTERM; %s", _kept(work))
         raise SystemExit(128 + signal.SIGTERM) from None
     except KeyboardInterrupt:
+        _sweep_partial_records(work)
         logger.warning("interrupted; %s", _kept(work))
         raise
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _sweep_partial_records(work: Path) -> None:
+    """Remove the half-written records of blocks whose workers were stopped while writing them.
+
+    Those blocks are done again by the next run. zarr's own temporary files inside the
+    arrays being written (``*.zarr``, ``array``) are left to the next run, which removes them.
+    """
+    if not work.is_dir():
+        return
+    for path in work.rglob("*.partial*"):
+        inside_array = any(part.endswith(".zarr") or part == "array" for part in path.relative_to(work).parts[:-1])
+        if path.is_file() and not inside_array and TEMPORARY_MARK.search(path.name):
+            path.unlink(missing_ok=True)
 
 
 def _kept(work: Path) -> str:
