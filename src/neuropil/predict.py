@@ -202,7 +202,9 @@ def predict_file(
         slices) or catalog name
     out : output address; receives (c, z, y, x) float32 affinities at the model's voxel
         size, written atomically with the voxel size and :func:`prediction_attributes`
-        (the offsets and the checkpoint's calibrated merge threshold) stored
+        (the offsets and the checkpoint's calibrated merge threshold) stored; a
+        ``name.ome.zarr`` (or ``name.ome.zarr/key``) address gets a multiscale OME-Zarr
+        image (channel axis ``c``, block-mean levels), its attributes on the image's group
     voxel_size : (z, y, x) nm of ``raw``, optional; must agree with the file's if it has one
     tile_shape : (z, y, x) voxels per tile (see :func:`predict_affinities`)
 
@@ -231,6 +233,7 @@ def predict_file(
         affinities.astype(np.float32, copy=False),
         voxel_size=model_voxel_size,
         attributes=prediction_attributes(model, threshold),
+        labels=False,
     )
     return PredictionWritten(str(written), tuple(affinities.shape), model_voxel_size, input_voxel_size)
 

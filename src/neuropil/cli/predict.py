@@ -26,7 +26,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "raw", metavar="RAW", help="raw volume address (file.h5:key, dir.zarr/key, .tif, folder) or catalog name"
     )
-    parser.add_argument("output", metavar="OUT", help="output address (file.h5:key, dir.zarr/key, .tif)")
+    parser.add_argument(
+        "output",
+        metavar="OUT",
+        help="output address (file.h5:key, dir.zarr/key, .tif; name.ome.zarr or name.ome.zarr/key: a multiscale "
+        "OME-Zarr image that viewers read)",
+    )
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size of RAW in nm")
     parser.add_argument(
         "--tile",
@@ -62,12 +67,32 @@ def add_blockwise_arguments(parser, *, workers_default: str) -> None:
     )
 
 
+def refuse_blockwise_ome_zarr(output: str) -> None:
+    """Raise for an OME-Zarr ``output`` with --block: blockwise jobs write one plain zarr array.
+
+    Raises
+    ------
+    NeuropilError
+        When ``output`` names OME-Zarr (``*.ome.zarr``).
+    """
+    from neuropil.errors import NeuropilError
+    from neuropil.io import parse_address
+    from neuropil.io.zarr import is_ome_zarr
+
+    if is_ome_zarr(parse_address(output)):
+        raise NeuropilError(
+            f"{output}: --block writes a plain zarr array, not OME-Zarr; drop --block or write to dir.zarr/key"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from neuropil.cli import check_output_volume
     from neuropil.model import check_device
     from neuropil.predict import predict_file
 
     check_device(args.device)
+    if args.block:
+        refuse_blockwise_ome_zarr(args.output)
     check_output_volume(args.output)
     if args.block:
         from neuropil.blockwise import predict_blockwise

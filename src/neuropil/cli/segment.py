@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from neuropil.cli.data import add_missing_chunks_argument
-from neuropil.cli.predict import add_blockwise_arguments
+from neuropil.cli.predict import add_blockwise_arguments, refuse_blockwise_ome_zarr
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "output",
         metavar="OUT",
-        help="output address; with several thresholds, each goes to OUT with _t<threshold> added to the key or name",
+        help="output address (name.ome.zarr or name.ome.zarr/key: a multiscale OME-Zarr label image that viewers "
+        "read); with several thresholds, each goes to OUT with _t<threshold> added to the key or name",
     )
     parser.add_argument("--fragments", metavar="F", help="address of fragments (default: watershed of the input)")
     parser.add_argument("--method", default="mean", choices=("learned", "mean", "quantile", "mutex"))
@@ -69,11 +70,16 @@ def output_addresses(output: str, thresholds: list[float]) -> list[str]:
     if len(thresholds) == 1:
         return [output]
     from neuropil.io import parse_address
+    from neuropil.io.zarr import OME_ZARR_SUFFIX
 
     address = parse_address(output)
     if address.key is not None:
         return [f"{output}_t{t:g}" for t in thresholds]
-    stem, dot, suffix = str(address.path).rpartition(".")
+    path = str(address.path)
+    if path.lower().endswith(OME_ZARR_SUFFIX):  # name_t0.5.ome.zarr: still OME-Zarr
+        stem, suffix = path[: -len(OME_ZARR_SUFFIX)], path[-len(OME_ZARR_SUFFIX) + 1 :]
+        return [f"{stem}_t{t:g}.{suffix}" for t in thresholds]
+    stem, dot, suffix = path.rpartition(".")
     return [f"{stem}_t{t:g}.{suffix}" if dot else f"{output}_t{t:g}" for t in thresholds]
 
 
@@ -111,11 +117,14 @@ def default_threshold(method: str, model, attributes: dict, source: str) -> floa
 def run(args: argparse.Namespace) -> int:
     from neuropil.cli import check_output_volume
     from neuropil.errors import NeuropilError
-    from neuropil.io import open_volume, read_volume, write_volume
+    from neuropil.io import open_volume, parse_address, read_volume, write_volume
+    from neuropil.io.zarr import is_ome_zarr
     from neuropil.segment import segment
     from neuropil.segment.learned import MergeClassifier
 
     # before any work: OUT itself without --threshold (one threshold, chosen below)
+    if args.block:
+        refuse_blockwise_ome_zarr(args.output)
     for output in output_addresses(args.output, args.threshold or [DEFAULT_THRESHOLD]):
         check_output_volume(output)
     model = None
@@ -157,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
         attributes = volume.attributes
     if voxel_size is None and not args.fragments:
         raise NeuropilError(f"{args.input}: the file stores no voxel size; give --voxel-size Z Y X (nm)")
+    if voxel_size is None and is_ome_zarr(parse_address(args.output)):
+        raise NeuropilError(
+            f"{args.input}: the file stores no voxel size, which OME-Zarr output needs; give --voxel-size"
+        )
     if voxel_size is not None:
         voxel_size = voxel_size[-3:]
     result = segment(
@@ -172,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         flood_threshold=args.flood_threshold,
     )
     for address, segmentation in zip(outputs, result.segmentations):
-        write_volume(address, segmentation, voxel_size=voxel_size)
+        write_volume(address, segmentation, voxel_size=voxel_size, labels=True)
     return 0
 
 

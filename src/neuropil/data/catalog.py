@@ -250,6 +250,9 @@ def raw_in_catalog(
                 raise NeuropilError(f"dataset '{name}' volume '{candidate}' has no raw image")
             return entry.address(volume.raw), entry.volume_voxel_size(volume)
         raise NeuropilError(f"dataset '{name}' has no volume with a raw image")
+    if name in catalog and volume_name and not Path(target).exists():
+        # NAME/VOLUME of a known dataset, not a path: the volume is misspelt
+        raise NeuropilError(f"dataset '{name}' has no volume '{volume_name}'; it has {sorted(catalog[name].volumes)}")
     try:
         wanted = parse_address(target)
     except NeuropilError:

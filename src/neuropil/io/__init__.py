@@ -19,6 +19,17 @@ An address names one array:
 stores them) whose numpy-style slicing reads only the region asked for.
 :func:`read_volume` reads a whole array, :func:`write_volume` writes one atomically.
 
+Written to a container named ``*.ome.zarr`` (``name.ome.zarr``: the container is the
+image; ``name.ome.zarr/key``: an image in a group of it), an array becomes an OME-Zarr
+0.4 multiscale image that neuroglancer, napari and Fiji read directly
+(:func:`~neuropil.io.zarr.write_ome_zarr`): level 0 the array, each further level halving
+the axes whose voxels are under twice the finest (z of anisotropic data waits for y and
+x) down to 32 voxels, by block mean for images and by the most frequent id for
+segmentations (marked as label images); each level's ``scale`` is its voxel size in
+nanometres, a (c, z, y, x) array's ``c`` a channel axis. neuropil's attributes sit on
+the image's group and are read back with every level. Plain ``dir.zarr`` addresses
+are written as single arrays, as always.
+
 Voxel size metadata read, converted to nanometres and z-first (every unit through
 :func:`neuropil.io.units.to_nm`; an unknown unit is an error, not a guess):
 

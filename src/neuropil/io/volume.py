@@ -22,7 +22,7 @@ from neuropil.io.backend import READ_ERRORS, Backend, first_line, region_shape, 
 from neuropil.io.hdf5 import Hdf5Backend, is_neuroproof_groundtruth, write_hdf5
 from neuropil.io.n5 import N5Backend, write_n5
 from neuropil.io.tiff import SlicesBackend, TiffBackend, write_tiff
-from neuropil.io.zarr import ZarrBackend, write_zarr
+from neuropil.io.zarr import ZarrBackend, is_ome_zarr, write_ome_zarr, write_zarr
 
 logger = logging.getLogger(__name__)
 
@@ -322,6 +322,7 @@ def write_volume(
     compression: str | None = "gzip",
     zarr_format: int | None = None,
     attributes: dict | None = None,
+    labels: bool | None = None,
 ) -> VolumeAddress:
     """Write ``array`` to ``address`` atomically: to a temporary name first, then renamed.
 
@@ -330,15 +331,27 @@ def write_volume(
     x-first in N5, as N5 tools expect), and in a TIFF as ImageJ calibration or in its
     description (:func:`neuropil.io.tiff.write_tiff`).
 
+    A container named ``*.ome.zarr`` (``name.ome.zarr``: the container is the image;
+    ``name.ome.zarr/key``: an image in a group of it) receives an OME-Zarr multiscale
+    image that viewers read directly (:func:`neuropil.io.zarr.write_ome_zarr`, levels
+    down to :data:`~neuropil.io.zarr.SMALLEST_LEVEL` voxels): ``voxel_size`` is each
+    level's ``scale`` and must be given; ``attributes`` are stored on the image's group.
+
     Parameters
     ----------
     compression : {"gzip", "lzf", None}
         HDF5 filter (N5: gzip or raw). zarr uses its default codec.
     zarr_format : {2, 3}, optional
-        zarr format version; zarr's default (3) when None.
+        zarr format version; zarr's default (3) when None, except for OME-Zarr: 2
+        (OME-Zarr 0.4) when None.
     attributes : dict, optional
         Metadata (name -> JSON-like value) stored on the array (HDF5, zarr, N5), read
         back as :attr:`Volume.attributes`; a TIFF cannot hold them (a warning says so).
+    labels : bool, optional
+        OME-Zarr only: whether ``array`` holds ids (a segmentation, a mask), whose coarser
+        levels take the most frequent id of each block and which is marked as a label
+        image, or an image (mean of each block). None: ids for bool and for integers of
+        more than 16 bits.
     """
     # An existing dir.zarr is a container, not a folder of slices: parse the address as given.
     where = parse_address(address)
@@ -348,6 +361,22 @@ def write_volume(
     where.path.parent.mkdir(parents=True, exist_ok=True)
     if where.kind == "hdf5":
         write_hdf5(where, array, voxel_size=voxel_size, chunks=chunks, compression=compression, attributes=attributes)
+    elif is_ome_zarr(where):
+        if voxel_size is None:
+            raise NeuropilError(f"{where}: OME-Zarr output needs a voxel size (nm) for its scale metadata")
+        if labels is None:
+            labels = array.dtype == bool or (np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize > 2)
+        write_ome_zarr(
+            where.path,
+            array,
+            voxel_size=voxel_size[-3:],
+            levels=None,
+            kind="labels" if labels else "image",
+            chunks=chunks,
+            zarr_format=3 if zarr_format == 3 else 2,
+            attributes=attributes,
+            key=where.key,
+        )
     elif where.kind == "zarr" and where.is_n5:
         write_n5(
             where, array, voxel_size=voxel_size, chunks=chunks, compression=compression or "raw", attributes=attributes

@@ -3,7 +3,15 @@
 Voxel size: an OME-Zarr level's ``scale`` and ``translation`` in the units of its
 ``multiscales`` space axes (nanometres where an axis names none); otherwise the array
 attribute ``resolution`` or ``voxel_size`` and ``offset`` (z-first, as funlib; nanometres
-unless a ``units`` attribute lists one unit per axis).
+unless a ``units`` attribute lists one unit per axis). An OME-Zarr level may have a
+leading channel axis (``c``, type ``channel``: affinities), and its image group's
+attributes other than the OME metadata are read with it.
+
+:func:`write_ome_zarr` writes multiscale images (:func:`ome_levels`): images downsampled
+by block mean, segmentations by the most frequent id of each block and marked with
+``image-label`` metadata. A segmentation written on its own has no image to sit under in
+a ``labels`` group, so it is a multiscale group of its own, which ome-zarr's reader (and
+napari through it) takes as labels by that metadata and any OME-Zarr reader as a volume.
 
 zarr reads a chunk that is not stored as the array's fill value: that is how writers leave
 out chunks of fill values on purpose, and also what a lost chunk looks like. neuropil stores
@@ -19,12 +27,11 @@ import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from neuropil.data.resample import resample
 from neuropil.errors import NeuropilError
 from neuropil.files import remove_path, swap_in
 from neuropil.io.addresses import VolumeAddress
@@ -80,6 +87,10 @@ def _zarr_attributes(node) -> dict:
         return {}
 
 
+_OME_METADATA = ("multiscales", "ome", "omero", "image-label", "labels")
+"""Group attributes that describe an OME-Zarr image; its other attributes are neuropil's (or its writer's)."""
+
+
 def _ome_multiscales(attributes: dict) -> list | None:
     if "multiscales" in attributes:
         return attributes["multiscales"]
@@ -120,6 +131,13 @@ def _ome_transform(
     )
 
 
+def _leading_channel(multiscale: dict, spatial: list[int], ndim: int) -> bool:
+    """Whether an OME-Zarr level is (c, z, y, x): one channel axis, then three space axes."""
+    axes = multiscale.get("axes") or []
+    first = axes[0] if axes else None
+    return ndim == 4 and spatial == [1, 2, 3] and isinstance(first, dict) and first.get("type") == "channel"
+
+
 class ZarrBackend(Backend):
     def __init__(self, where: VolumeAddress):
         import zarr
@@ -155,6 +173,10 @@ class ZarrBackend(Backend):
         self.dtype = np.dtype(node.dtype)
         self.chunks = tuple(node.chunks)
         self.attributes = _zarr_attributes(node)
+        if multiscales and level_path is not None:
+            # an OME-Zarr level: its image's other attributes (neuropil's) hold for every level
+            image = {k: v for k, v in _zarr_attributes(parent).items() if k not in _OME_METADATA}
+            self.attributes = {**image, **self.attributes}
         complete = self.attributes.get(COMPLETE_ATTRIBUTE)
         self.complete, self.unfinished = complete is True, complete is False
         # the stored objects: whole shards of a sharded array, else the chunks
@@ -165,10 +187,10 @@ class ZarrBackend(Backend):
                 for dataset in multiscale.get("datasets", []):
                     if dataset.get("path") == level_path:
                         voxel_size, offset, spatial = _ome_transform(multiscale, dataset, source=where)
-                        if len(spatial) != ndim:
+                        if len(spatial) != ndim and not _leading_channel(multiscale, spatial, ndim):
                             raise NeuropilError(
                                 f"{where}: OME-Zarr level has axes {[a for a in multiscale.get('axes', [])]}; "
-                                "only arrays with space axes only are supported"
+                                "only (z, y, x) and (c, z, y, x) levels are supported"
                             )
                         self.voxel_size, self.offset = voxel_size, offset
                         return
@@ -236,79 +258,296 @@ def write_zarr(where: VolumeAddress, array: NDArray, *, voxel_size, chunks, zarr
     swap_in(temporary, where.path / key)
 
 
+OME_ZARR_SUFFIX = ".ome.zarr"
+"""An output address whose container ends so (``name.ome.zarr``, ``name.ome.zarr/key``) is written as OME-Zarr."""
+
+SMALLEST_LEVEL = 32
+"""Automatic OME-Zarr levels stop once no axis that the next level would halve is longer than this (voxels)."""
+
+DEFAULT_OME_CHUNK = 64
+"""Voxels per spatial axis of an OME-Zarr chunk when none is given (a channel axis is one chunk whole)."""
+
+OME_KINDS = ("image", "labels")
+
+
+def is_ome_zarr(where: VolumeAddress) -> bool:
+    """Whether an address names OME-Zarr output: a zarr container named ``*.ome.zarr``, with or without a key."""
+    return where.kind == "zarr" and where.path.name.lower().endswith(OME_ZARR_SUFFIX)
+
+
+class OmeLevel(NamedTuple):
+    """One level of an OME-Zarr multiscale image."""
+
+    shape: tuple[int, ...]
+    """(z, y, x) voxels."""
+    voxel_size: tuple[float, ...]
+    """(z, y, x) nm."""
+    halved: tuple[bool, ...]
+    """Which of (z, y, x) were halved from the level before (none for level 0)."""
+
+
+def halved_axes(shape: Sequence[int], voxel_size: Sequence[float]) -> tuple[bool, ...]:
+    """The axes that the next OME-Zarr level halves: of more than one voxel, with voxels under twice the finest.
+
+    The finest voxel size is that of the axes of more than one voxel. Anisotropic data
+    keeps its coarse axis (z of ``(40, 4, 4)`` nm) until the others have caught up
+    within a factor of 2: ``(40, 4, 4) -> (40, 8, 8) -> (40, 16, 16) -> (40, 32, 32) -> (80, 64, 64)``.
+    """
+    sizes = [float(v) for v, n in zip(voxel_size, shape) if n > 1]
+    if not sizes:
+        return tuple(False for _ in shape)
+    finest = min(sizes)
+    return tuple(bool(n > 1 and float(v) < 2 * finest) for v, n in zip(voxel_size, shape))
+
+
+def ome_levels(shape: Sequence[int], voxel_size: Sequence[float], levels: int | None = None) -> list[OmeLevel]:
+    """The levels of an OME-Zarr image of ``shape`` (z, y, x) at ``voxel_size`` nm.
+
+    Each level halves the axes :func:`halved_axes` names (an odd length rounds up) and
+    doubles their voxel size. ``levels`` levels, fewer where no axis is left to halve;
+    None: until no axis that would be halved is longer than :data:`SMALLEST_LEVEL` voxels.
+    """
+    shape = tuple(int(n) for n in shape)
+    size = tuple(float(v) for v in voxel_size)
+    plan = [OmeLevel(shape, size, (False,) * len(shape))]
+    while levels is None or len(plan) < levels:
+        halve = halved_axes(shape, size)
+        if not any(halve):
+            break
+        if levels is None and max(n for n, h in zip(shape, halve) if h) <= SMALLEST_LEVEL:
+            break
+        shape = tuple(-(-n // 2) if h else n for n, h in zip(shape, halve))
+        size = tuple(v * 2 if h else v for v, h in zip(size, halve))
+        plan.append(OmeLevel(shape, size, halve))
+    return plan
+
+
+def _every_other(array: NDArray, axis: int, start: int) -> NDArray:
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(start, None, 2)
+    return array[tuple(index)]
+
+
+def halve_mean(array: NDArray, halve: Sequence[bool]) -> NDArray:
+    """Halve the axes ``halve`` names by the mean of each pair of voxels (an odd last voxel stays as it is).
+
+    Floats keep their dtype; integers are rounded and clipped to their range.
+    """
+    work = np.asarray(array).astype(np.result_type(array.dtype, np.float32), copy=False)
+    for axis, halved in enumerate(halve):
+        if not halved:
+            continue
+        first, second = _every_other(work, axis, 0), _every_other(work, axis, 1)
+        paired = [slice(None)] * work.ndim
+        paired[axis] = slice(0, second.shape[axis])
+        result = np.array(first, copy=True)
+        result[tuple(paired)] = (first[tuple(paired)] + second) * 0.5
+        work = result
+    if np.issubdtype(array.dtype, np.integer):
+        limits = np.iinfo(array.dtype)
+        return np.clip(np.rint(work), limits.min, limits.max).astype(array.dtype)
+    return work.astype(array.dtype, copy=False)
+
+
+_MODE_SLAB = 1 << 20
+"""Output voxels of :func:`halve_mode` computed at once (bounds its memory to about 130 bytes a voxel)."""
+
+
+def halve_mode(array: NDArray, halve: Sequence[bool]) -> NDArray:
+    """Halve the axes ``halve`` names by the most frequent id of each block (2 voxels along each such axis).
+
+    Every output id occurs in its block, so none is invented; a tie goes to the block's
+    first voxel in C order among the tied ids. An odd last voxel forms a block by itself.
+    """
+    array = np.asarray(array)
+    factors = [2 if h else 1 for h in halve]
+    padding = [(0, n % f) for n, f in zip(array.shape, factors)]
+    padded = np.pad(array, padding, mode="edge") if any(p for _, p in padding) else array
+    out_shape = [n // f for n, f in zip(padded.shape, factors)]
+    result = np.empty(out_shape, dtype=array.dtype)
+    if result.size == 0:
+        return result
+    ndim, block = array.ndim, int(np.prod(factors))
+    interleaved = [v for pair in zip(out_shape, factors) for v in pair]
+    order = [2 * i for i in range(ndim)] + [2 * i + 1 for i in range(ndim)]
+    step = max(1, _MODE_SLAB // max(1, int(np.prod(out_shape[1:]))))
+    for start in range(0, out_shape[0], step):
+        stop = min(start + step, out_shape[0])
+        slab = padded[start * factors[0] : stop * factors[0]]
+        windows = slab.reshape([stop - start, *interleaved[1:]]).transpose(order)
+        windows = windows.reshape([stop - start, *out_shape[1:], block])
+        counts = (windows[..., :, None] == windows[..., None, :]).sum(axis=-1)
+        result[start:stop] = np.take_along_axis(windows, counts.argmax(axis=-1)[..., None], axis=-1)[..., 0]
+    return result
+
+
+def _level_chunks(chunks: Sequence[int] | None, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if chunks is None:
+        spatial = tuple(min(DEFAULT_OME_CHUNK, n) for n in shape[-3:])
+        return (*shape[:-3], *spatial)
+    return tuple(max(1, min(int(c), n)) for c, n in zip(chunks, shape))
+
+
+def _is_ome_image(folder: Path) -> bool:
+    import zarr
+
+    try:
+        return _ome_multiscales(_zarr_attributes(zarr.open_group(str(folder), mode="r"))) is not None
+    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
+        return False
+
+
+def _container_format(folder: Path) -> int | None:
+    import zarr
+
+    try:
+        return int(zarr.open_group(str(folder), mode="r").metadata.zarr_format)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
+        return None
+
+
 def write_ome_zarr(
     path: str | os.PathLike,
     array: NDArray,
     *,
     voxel_size: Sequence[float],
-    levels: int = 1,
+    levels: int | None = 1,
     kind: str = "image",
-    chunks: tuple[int, ...] | None = None,
-    zarr_format: Literal[2, 3] = 3,
+    chunks: Sequence[int] | None = None,
+    zarr_format: Literal[2, 3] = 2,
+    attributes: dict | None = None,
+    key: str | None = None,
 ) -> Path:
-    """Write a ``(z, y, x)`` OME-Zarr multiscale image (NGFF 0.5 for zarr v3, 0.4 for v2).
+    """Write a ``(z, y, x)`` or ``(c, z, y, x)`` OME-Zarr multiscale image (NGFF 0.4 for zarr v2, 0.5 for v3).
 
-    Level ``i`` halves y and x ``i`` times (and z while its voxels are the smallest),
-    rescaled with :func:`neuropil.data.resample.resample` as ``kind``.
+    Level 0 is ``array``; each further one halves the axes :func:`halved_axes` names
+    (see :func:`ome_levels`), by :func:`halve_mean` for ``kind="image"`` and by
+    :func:`halve_mode` for ``kind="labels"`` (integer ids: no id is invented). A channel
+    axis ``c`` (type ``channel``) is never downsampled.
+
+    Parameters
+    ----------
+    path : the container's folder (``name.ome.zarr``)
+    voxel_size : (z, y, x) nm of level 0; each level's ``scale`` is its own, the axes'
+        unit ``nanometer``
+    levels : int or None
+        How many levels (fewer where no axis is left to halve); None: down to
+        :data:`SMALLEST_LEVEL` voxels.
+    kind : {"image", "labels"}
+        ``labels`` also marks the image as a label image (NGFF ``image-label``), so that
+        viewers show it as segments.
+    chunks : chunk shape of level 0 (clipped to each level's shape); default 64 voxels
+        per spatial axis and the channel axis whole
+    zarr_format : 2 (OME-Zarr 0.4, which viewers read most widely) or 3 (OME-Zarr 0.5)
+    attributes : name -> JSON-like value, stored on the image's group beside its
+        OME metadata (read back as :attr:`neuropil.io.Volume.attributes` of each level)
+    key : a group of the container to write the image to (the container's other
+        arrays and groups stay); None: the container is the image, replaced whole
+
+    Returns
+    -------
+    Path
+        The image's folder.
+
+    Raises
+    ------
+    NeuropilError
+        A wrong number of axes or voxel sizes, float labels, an unknown ``kind``, a
+        key-less write over a container that holds other data, or a key inside a
+        container that is itself one image.
     """
     path = Path(path)
-    if array.ndim != 3 or len(voxel_size) != 3:
-        raise NeuropilError(f"{path}: OME-Zarr writing takes a (z, y, x) array and a 3-entry voxel_size")
-    temporary = path.with_name(path.name + ".partial")
+    array = np.asarray(array)
+    where = f"{path}/{key}" if key else str(path)
+    if array.ndim not in (3, 4) or voxel_size is None or len(voxel_size) != 3:
+        raise NeuropilError(
+            f"{where}: OME-Zarr writing takes a (z, y, x) or (c, z, y, x) array and a 3-entry voxel size (nm), "
+            f"got shape {array.shape} and voxel size {None if voxel_size is None else tuple(voxel_size)}"
+        )
+    if kind not in OME_KINDS:
+        raise NeuropilError(f"{where}: OME-Zarr kind '{kind}' is not one of {', '.join(OME_KINDS)}")
+    if kind == "labels" and not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise NeuropilError(f"{where}: OME-Zarr labels must be integers, got {array.dtype}")
+    if chunks is not None and len(chunks) != array.ndim:
+        raise NeuropilError(f"{where}: chunks {tuple(chunks)} have {len(chunks)} entries for {array.ndim} axes")
+    if zarr_format not in (2, 3):
+        raise NeuropilError(f"{where}: zarr format {zarr_format} is not 2 or 3")
+    if levels is not None and levels < 1:
+        raise NeuropilError(f"{where}: {levels} OME-Zarr levels; give at least 1 (or None: down to a small size)")
+    options = {"levels": levels, "kind": kind, "chunks": chunks, "attributes": attributes or {}}
+    if key is None:
+        if path.is_dir() and any(path.iterdir()) and not _is_ome_image(path):
+            raise NeuropilError(
+                f"{path}: holds other data, not one OME-Zarr image; write to a key of it ({path}/NAME) or a new path"
+            )
+        name = path.name[: -len(OME_ZARR_SUFFIX)] if path.name.lower().endswith(OME_ZARR_SUFFIX) else path.stem
+        temporary, final = path.with_name(path.name + ".partial"), path
+    else:
+        import zarr
+
+        key = key.strip("/")
+        if _is_ome_image(path):
+            raise NeuropilError(f"{path}: is one OME-Zarr image, not a container of images; write {key} elsewhere")
+        existing = _container_format(path)  # an image's groups are of its container's format
+        if existing is not None:
+            zarr_format = 3 if existing == 3 else 2
+        root = zarr.open_group(str(path), mode="a", zarr_format=zarr_format)
+        if "/" in key:
+            root.require_group(key.rsplit("/", 1)[0])
+        name = key.rsplit("/", 1)[-1]
+        temporary, final = path / f"{key}.partial", path / key
     remove_path(temporary)
     try:
-        _write_ome_levels(
-            temporary,
-            array,
-            voxel_size,
-            name=path.stem,
-            levels=levels,
-            kind=kind,
-            chunks=chunks,
-            zarr_format=zarr_format,
-        )
+        _write_ome_group(temporary, array, voxel_size, name=name, zarr_format=zarr_format, **options)
     except BaseException:
         settle_abandoned_tasks()
         remove_path(temporary)
         raise
-    swap_in(temporary, path)
-    return path
+    swap_in(temporary, final)
+    return final
 
 
-def _write_ome_levels(folder: Path, array: NDArray, voxel_size, *, name, levels, kind, chunks, zarr_format) -> None:
+def _write_ome_group(
+    folder: Path, array: NDArray, voxel_size, *, name, levels, kind, chunks, zarr_format, attributes
+) -> None:
     import zarr
 
     root = zarr.open_group(str(folder), mode="w", zarr_format=zarr_format)
-    datasets, level_array, level_size = [], np.asarray(array), np.asarray(voxel_size, dtype=np.float64)
-    for level in range(levels):
-        if level > 0:
-            factor = np.where(level_size * 2 <= level_size.max() * 1.5, 2.0, 1.0)
-            factor[1:] = 2.0
-            target = level_size * factor
-            level_array = resample(
-                level_array, voxel_size=tuple(level_size), target_voxel_size=tuple(target), kind=kind
-            )
-            level_size = target
+    channels = array.shape[:-3]
+    # OME-Zarr 0.4 stores the chunks of its v2 arrays in nested folders ("/" dimension separator)
+    encoding: dict[str, Any] | None = {"name": "v2", "separator": "/"} if zarr_format == 2 else None
+    halve = halve_mode if kind == "labels" else halve_mean
+    datasets, level_array = [], array
+    for index, level in enumerate(ome_levels(array.shape[-3:], voxel_size, levels)):
+        if index > 0:
+            level_array = halve(level_array, (False,) * len(channels) + level.halved)
         node = root.create_array(
-            str(level),
+            str(index),
             shape=level_array.shape,
             dtype=level_array.dtype,
-            chunks=chunks or "auto",
-            config={"write_empty_chunks": True},
+            chunks=_level_chunks(chunks, level_array.shape),
+            config={"write_empty_chunks": True},  # every chunk stored: a lost one can be told from fill values
+            chunk_key_encoding=encoding,
         )
         node[...] = level_array
-        datasets.append(
-            {
-                "path": str(level),
-                "coordinateTransformations": [{"type": "scale", "scale": [float(v) for v in level_size]}],
-            }
-        )
+        scale = [1.0] * len(channels) + [float(v) for v in level.voxel_size]
+        datasets.append({"path": str(index), "coordinateTransformations": [{"type": "scale", "scale": scale}]})
+    axes: list[dict[str, str]] = [{"name": "c", "type": "channel"} for _ in channels]
+    axes += [{"name": axis, "type": "space", "unit": "nanometer"} for axis in "zyx"]
     multiscale: dict[str, Any] = {
-        "axes": [{"name": name, "type": "space", "unit": "nanometer"} for name in "zyx"],
-        "datasets": datasets,
         "name": name,
+        "axes": axes,
+        "datasets": datasets,
+        "type": "mode" if kind == "labels" else "mean",
     }
+    described: dict[str, Any] = {"multiscales": [multiscale]}
     if zarr_format == 3:
-        root.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
+        if kind == "labels":
+            described["image-label"] = {}
+        stored = {**attributes, "ome": {"version": "0.5", **described}}
     else:
-        root.attrs["multiscales"] = [{"version": "0.4", **multiscale}]
+        multiscale["version"] = "0.4"
+        if kind == "labels":
+            described["image-label"] = {"version": "0.4"}
+        stored = {**attributes, **described}
+    root.attrs.update(stored)
