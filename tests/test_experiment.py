@@ -98,6 +98,13 @@ def test_every_model_is_scored_on_every_target_as_its_labels_allow(experiment):
     assert pairs[("all", "dendrites")]["worst"] is not None
     assert results["targets"]["dendrites"]["coverage"] == "some-objects"
     assert results["targets"]["unlabelled"]["coverage"] == "none"
+    from neuropil.io import open_volume
+
+    views = results["views"]
+    assert len(views["dendrites"]) == 2 + len(models) and len(views["unlabelled"]) == 1 + len(models)
+    for address in views["dendrites"]:
+        with open_volume(address) as volume:
+            assert volume.voxel_size == VOXEL and volume.shape[-3:] == (16, 64, 64)
 
 
 def test_the_report_embeds_every_picture_and_states_findings(experiment):
@@ -107,6 +114,7 @@ def test_the_report_embeds_every_picture_and_states_findings(experiment):
     assert page.count('<img src="data:image/png;base64,') == 1 + 5 + 1
     assert "Findings" in page and "all-domain model" in page
     assert "Extracellular space hurts" in page  # cremi-like alone: wider ECS against another species
+    assert page.count("<pre>neuropil view ") == 5
     markdown = (out / "report.md").read_text()
     for picture in ("matrix.png", "target-0.png", "curves.png"):
         assert f"report/{picture}" in markdown and (out / "report" / picture).stat().st_size > 1000

@@ -15,7 +15,9 @@ Besides scores, each model and target gets the fraction of near-zero in-plane
 affinities next to the ground truth's fraction of boundary affinities: the study's first
 finding (extracellular space drives domain bias) as a number. ``DIR/report/index.html``
 (:mod:`neuropil.experiments.report`), ``DIR/report.md`` and ``DIR/results.json`` hold
-the results; ``DIR/config.yaml`` what was run.
+the results; ``DIR/config.yaml`` what was run; ``DIR/targets.zarr`` (raw and labels) and
+``DIR/predictions.zarr`` (each model's affinities) hold the volumes, at the experiment's voxel
+size, for ``neuropil view`` (the report gives the command for each target).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from neuropil.data.volumes import TrainingVolume
 from neuropil.errors import NeuropilError
 from neuropil.evaluate import Scores, evaluate, object_errors, section_ids
 from neuropil.files import write_text_atomic
-from neuropil.io import open_volume
+from neuropil.io import open_volume, write_volume
 from neuropil.predict import predict_affinities
 from neuropil.segment import segment
 from neuropil.train.loss import affinity_loss
@@ -113,6 +115,8 @@ class ExperimentResults:
     """Target name -> kind, coverage, shape, description."""
     seconds: float
     pictures: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    views: dict[str, list[str]] = field(default_factory=dict)
+    """Target -> the addresses that show it in ``neuropil view``: raw, labels, each model's affinities."""
     """Target -> ``raw``, ``truth``, ``known`` and model name -> in-plane affinity of the middle section."""
 
     def as_dict(self) -> dict[str, Any]:
@@ -120,6 +124,7 @@ class ExperimentResults:
             "models": [dataclasses.asdict(m) for m in self.models],
             "targets": self.targets,
             "results": [dataclasses.asdict(r) for r in self.results],
+            "views": self.views,
             "seconds": self.seconds,
         }
 
@@ -296,7 +301,14 @@ def run_experiment(
     infos: list[ModelInfo] = []
     results: list[ModelResult] = []
     pictures: dict[str, dict[str, np.ndarray]] = {}
+    # every target and prediction is kept at the experiment's voxel size, to look at in a viewer
+    views: dict[str, list[str]] = {}
     for name, target in targets.items():
+        views[name] = [f"{out_dir / 'targets.zarr'}/{name}/raw"]
+        write_volume(views[name][0], target.raw, voxel_size=config.target_voxel_size)
+        if target.labels is not None:
+            views[name].append(f"{out_dir / 'targets.zarr'}/{name}/labels")
+            write_volume(views[name][-1], target.labels, voxel_size=config.target_voxel_size)
         z = target.raw.shape[0] // 2
         pictures[name] = {"raw": target.raw[z]}
         if target.volume is not None:
@@ -335,6 +347,8 @@ def run_experiment(
             logger.info("model %s predicts %s %s", name, target_name, target.raw.shape)
             result, affinities = _one(name, model, threshold, target, config)
             results.append(result)
+            views[target_name].append(f"{out_dir / 'predictions.zarr'}/{name}/{target_name}")
+            write_volume(views[target_name][-1], affinities, voxel_size=config.target_voxel_size)
             pictures[target_name][f"model:{name}"] = in_plane_affinity(affinities, offsets)[target.raw.shape[0] // 2]
     described = {
         name: {
@@ -345,7 +359,7 @@ def run_experiment(
         }
         for name, target in targets.items()
     }
-    outcome = ExperimentResults(infos, results, described, time.perf_counter() - started, pictures)
+    outcome = ExperimentResults(infos, results, described, time.perf_counter() - started, pictures, views)
     write_text_atomic(out_dir / "results.json", json.dumps(outcome.as_dict(), indent=2))
     if report:
         from neuropil.experiments.report import write_report

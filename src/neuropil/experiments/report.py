@@ -361,6 +361,8 @@ def write_report(out_dir: Path, outcome, config: ExperimentConfig) -> Path:
         )
     figures.append(("Training loss and validation VOI", curves(folder / "curves.png", out_dir, outcome)))
     sentences = findings(outcome, config)
+    views = getattr(outcome, "views", None) or {}
+    commands = [f"neuropil view {' '.join(addresses)}" for addresses in views.values()]
     scores, models = score_table(outcome), model_table(outcome, config)
     intro = (
         f"Every model: a U-Net of depth {config.model.depth}, {config.model.base_channels} base channels, "
@@ -381,6 +383,17 @@ def write_report(out_dir: Path, outcome, config: ExperimentConfig) -> Path:
             _markdown(models),
             "## Scores",
             _markdown(scores),
+            *(
+                [
+                    "## View",
+                    "Each target, its labels and every model's affinities in neuroglancer:",
+                    "```bash",
+                    *commands,
+                    "```",
+                ]
+                if commands
+                else []
+            ),
             *[f"![{html.escape(caption)}](report/{path.name})" for caption, path in figures],
         ]
     )
@@ -392,6 +405,11 @@ def write_report(out_dir: Path, outcome, config: ExperimentConfig) -> Path:
         "<h2>Models</h2>" + _html_table(models),
         "<h2>Scores</h2>" + _html_table(scores),
     ]
+    if commands:
+        body.append(
+            "<h2>View</h2><p>Each target, its labels and every model's affinities in neuroglancer:</p>"
+            + "".join(f"<pre>{html.escape(command)}</pre>" for command in commands)
+        )
     for caption, path in figures:
         body.append(
             f'<figure><img src="{_data_uri(path)}" alt="{html.escape(caption)}">'
