@@ -99,3 +99,26 @@ def test_hdf5_write_ignores_a_temporary_left_by_a_crash(tmp_path):
 
 def test_package_metadata_has_the_version_of_the_code():
     assert importlib.metadata.version("neuropil") == neuropil.__version__
+
+
+def test_hdf5_voxel_size_attribute_of_funlib_tools_is_read_and_a_conflict_is_an_error(tmp_path):
+    import h5py
+
+    from neuropil.io import open_volume
+
+    with h5py.File(tmp_path / "funlib.h5", "w") as file:
+        file["raw"] = np.zeros((4, 8, 8), np.uint8)
+        file["raw"].attrs["voxel_size"] = [40, 4, 4]
+        file["raw"].attrs["offset"] = [80, 0, 0]
+        file["both"] = np.zeros((4, 8, 8), np.uint8)
+        file["both"].attrs["voxel_size"] = [40, 4, 4]
+        file["both"].attrs["resolution"] = [40, 4, 4]
+        file["clash"] = np.zeros((4, 8, 8), np.uint8)
+        file["clash"].attrs["voxel_size"] = [40, 4, 4]
+        file["clash"].attrs["element_size_um"] = [0.05, 0.004, 0.004]
+    with open_volume(f"{tmp_path / 'funlib.h5'}:raw") as volume:
+        assert volume.voxel_size == (40.0, 4.0, 4.0) and volume.offset == (80.0, 0.0, 0.0)
+    with open_volume(f"{tmp_path / 'funlib.h5'}:both") as volume:
+        assert volume.voxel_size == (40.0, 4.0, 4.0)
+    with pytest.raises(NeuropilError, match=r"disagree: voxel_size \(40.0, 4.0, 4.0\) nm, element_size_um \(50.0"):
+        open_volume(f"{tmp_path / 'funlib.h5'}:clash")

@@ -1,8 +1,9 @@
 """HDF5 datasets (h5py): CREMI, gala and NeuroProof files.
 
-Voxel size: the dataset attribute ``resolution`` (z-first, as CREMI; nanometres unless a
-``units`` attribute lists one unit per axis), else ``element_size_um`` (micrometres,
-z-first, as ilastik and Fiji). ``offset`` is read like ``resolution``.
+Voxel size: the dataset attribute ``resolution`` (z-first, as CREMI and gunpowder) or
+``voxel_size`` (z-first, as funlib and daisy), both nanometres unless a ``units`` attribute
+lists one unit per axis, or ``element_size_um`` (micrometres, z-first, as ilastik and Fiji);
+two that disagree are an error naming both. ``offset`` is read like ``resolution``.
 """
 
 from __future__ import annotations
@@ -46,10 +47,17 @@ class Hdf5Backend(Backend):
         ndim = len(self.shape)
         units = axis_units(attrs.get("units"))
         try:
-            if "resolution" in attrs:
-                self.voxel_size = spatial_tail(to_nm(attrs["resolution"], units, source=f"{where} (resolution)"), ndim)
-            elif "element_size_um" in attrs:
-                self.voxel_size = spatial_tail(to_nm(attrs["element_size_um"], "um", source=where), ndim)
+            found = {
+                name: spatial_tail(to_nm(attrs[name], unit, source=f"{where} ({name})"), ndim)
+                for name, unit in (("resolution", units), ("voxel_size", units), ("element_size_um", "um"))
+                if name in attrs
+            }
+            values = list(found.values())
+            if any(not np.allclose(value, values[0], rtol=1e-3) for value in values[1:]):
+                said = ", ".join(f"{name} {tuple(float(v) for v in value)} nm" for name, value in found.items())
+                raise NeuropilError(f"{where}: voxel size attributes disagree: {said}")
+            if values:
+                self.voxel_size = values[0]
             if "offset" in attrs:
                 self.offset = spatial_tail(to_nm(attrs["offset"], units, source=f"{where} (offset)"), ndim)
         except NeuropilError:
