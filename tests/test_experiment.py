@@ -143,6 +143,11 @@ def test_check_names_every_missing_dataset_with_its_fetch_command(tmp_path, monk
 @pytest.mark.parametrize("name", ["synthetic-ecs", "shared-real", "paper"])
 def test_the_shipped_experiment_configs_are_valid_and_have_a_quick_version(name):
     config = ExperimentConfig.load(ROOT / "configs" / f"{name}.yaml")
+    from neuropil.evaluate import THRESHOLD_GRID
+
+    # `segment: {method: mean}` without thresholds still searches the whole grid, in validation too
+    assert config.segment.thresholds == THRESHOLD_GRID
+    assert all(config.run_config(name).train.thresholds == THRESHOLD_GRID for name in config.runs())
     quick = config.quick_version()
     assert quick.train.iterations == config.quick.iterations
     assert all(t.shape == config.quick.target_shape for t in quick.targets.values())

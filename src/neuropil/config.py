@@ -649,6 +649,9 @@ class ExperimentConfig(Config):
             model = dict(data.get("model") or {})
             model.setdefault("voxel_size", data.get("target_voxel_size", METHOD_VOXEL_SIZE))
             data = {**data, "model": model}
+        if isinstance(data, dict) and isinstance(data.get("segment"), dict) and "thresholds" not in data["segment"]:
+            # a segment section without thresholds still searches the grid (SegmentConfig's own default is 0.5)
+            data = {**data, "segment": {**data["segment"], "thresholds": THRESHOLD_GRID}}
         return data
 
     @model_validator(mode="after")
