@@ -81,3 +81,20 @@ def test_cli_needs_a_voxel_size_when_the_file_stores_none(tmp_path, affinities, 
 def test_segment_rejects_a_missing_or_bad_voxel_size(affinities, voxel_size):
     with pytest.raises(NeuropilError, match="voxel size"):
         segment(affinities, voxel_size=voxel_size)
+
+
+def test_segment_says_what_it_wrote_and_its_help_says_which_way_the_threshold_goes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    affinities = np.clip(rng.random((3, 8, 32, 32)) * 0.2 + 0.8, 0, 1).astype(np.float32)
+    affinities[1:, :, 16] = 0.0  # a wall: two objects
+    write_volume(f"{tmp_path / 'a.h5'}:affs", affinities, voxel_size=(40, 8, 8))
+    assert main(["segment", f"{tmp_path / 'a.h5'}:affs", f"{tmp_path / 's.h5'}:seg", "--threshold", "0.3", "0.6"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line, threshold in zip(lines, ("0.3", "0.6")):
+        written = read_volume(f"{tmp_path / 's.h5'}:seg_t{threshold}")
+        count = len(np.unique(written[written > 0]))
+        assert line.startswith(f"{count} segments at threshold {threshold}: ") and "(8, 32, 32) uint64, 40x8x8 nm" in line
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    assert "a higher threshold merges more" in " ".join(capsys.readouterr().out.split())

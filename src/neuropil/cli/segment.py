@@ -41,8 +41,10 @@ def add_parser(subparsers) -> None:
         type=float,
         nargs="+",
         metavar="T",
-        help="merge thresholds (default: the classifier's with --method learned, else the calibrated one stored on "
-        "affinities from `neuropil predict` with --method mean, else 0.5)",
+        help="merge thresholds in [0, 1]; a higher threshold merges more (two segments merge while their score, "
+        "1 - mean affinity for mean, is below it), so 0.9 gives few large segments and 0.1 many small ones "
+        "(default: the classifier's with --method learned, else the calibrated one stored on affinities from "
+        "`neuropil predict` with --method mean, else 0.5)",
     )
     parser.add_argument("--quantile", type=int, default=50, help="percentile of the quantile method")
     parser.add_argument(
@@ -115,6 +117,8 @@ def default_threshold(method: str, model, attributes: dict, source: str) -> floa
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy
+
     from neuropil.cli import check_output_volume
     from neuropil.errors import NeuropilError
     from neuropil.io import open_volume, parse_address, read_volume, write_volume
@@ -184,8 +188,11 @@ def run(args: argparse.Namespace) -> int:
         offsets=long_range_offsets(args.method, values, attributes, args.input),
         flood_threshold=args.flood_threshold,
     )
-    for address, segmentation in zip(outputs, result.segmentations):
-        write_volume(address, segmentation, voxel_size=voxel_size, labels=True)
+    for address, threshold, segmentation in zip(outputs, thresholds, result.segmentations):
+        written = write_volume(address, segmentation, voxel_size=voxel_size, labels=True)
+        count = len(numpy.unique(segmentation[segmentation > 0]))
+        size = "unknown voxel size" if voxel_size is None else "x".join(f"{v:g}" for v in voxel_size) + " nm"
+        print(f"{count} segments at threshold {threshold:g}: {written} {segmentation.shape} uint64, {size}")
     return 0
 
 

@@ -47,11 +47,13 @@ class Hdf5Backend(Backend):
         ndim = len(self.shape)
         units = axis_units(attrs.get("units"))
         try:
-            found = {
-                name: spatial_tail(to_nm(attrs[name], unit, source=f"{where} ({name})"), ndim)
-                for name, unit in (("resolution", units), ("voxel_size", units), ("element_size_um", "um"))
-                if name in attrs
-            }
+            found = {}
+            for name, unit in (("resolution", units), ("voxel_size", units), ("element_size_um", "um")):
+                value = (
+                    spatial_tail(to_nm(attrs[name], unit, source=f"{where} ({name})"), ndim) if name in attrs else None
+                )
+                if value is not None:
+                    found[name] = value
             values = list(found.values())
             if any(not np.allclose(value, values[0], rtol=1e-3) for value in values[1:]):
                 said = ", ".join(f"{name} {tuple(float(v) for v in value)} nm" for name, value in found.items())
