@@ -335,6 +335,7 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 img { max-width: 100%; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 0.8em; background: #f4f4f4; padding: 0.4em; }
 figure { margin: 1em 0; }
 figcaption { font-size: 0.85em; color: #555; }
 """
