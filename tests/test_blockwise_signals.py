@@ -22,24 +22,10 @@ from neuropil.blockwise.blocks import stopping_on_signals
 from neuropil.checkpoint import save_checkpoint
 from neuropil.io import read_volume, write_volume
 from neuropil.model import ModelConfig, UNet3D
+from processes import processes_with
 
 SHAPE = (32, 96, 96)
 BLOCK = ("8", "32", "32")  # 4 x 3 x 3 blocks
-
-
-def processes_with(token: str) -> list[int]:
-    """Live processes whose environment holds ``NEUROPIL_TEST_RUN=token`` (a command and what it started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                status = (entry / "status").read_text()
-                environ = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            if "State:\tZ" not in status and f"NEUROPIL_TEST_RUN={token}".encode() in environ:
-                found.append(int(entry.name))
-    return found
 
 
 def workers(token: str) -> list[int]:

@@ -10,6 +10,7 @@ from neuropil.errors import NeuropilError
 from neuropil.model import ModelConfig, UNet3D, downsample_factors_for
 from neuropil.train import TrainConfig, Trainer
 from neuropil.train.loss import masked_bce_loss
+from processes import processes_with
 
 VOXEL = blobs.VOXEL
 
@@ -130,24 +131,6 @@ def test_batch_normalized_network_is_the_default_and_differs_in_train_and_eval()
     assert not torch.allclose(training, evaluation)
 
 
-def orphans(token: str) -> list[int]:
-    """Live processes whose environment holds ``NEUROPIL_TEST_RUN=token`` (the run's child and what it started)."""
-    import os
-    from pathlib import Path
-
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                status = (entry / "status").read_text()
-                environ = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            if "State:\tZ" not in status and f"NEUROPIL_TEST_RUN={token}".encode() in environ:
-                found.append(int(entry.name))
-    return found
-
-
 RUN_UNTIL_KILLED = """
 import sys
 import torch
@@ -191,9 +174,9 @@ def test_a_run_killed_between_checkpoints_resumes_to_bit_identical_weights(tmp_p
         child.wait()
     assert child.returncode == -signal.SIGKILL
     deadline = time.monotonic() + 10  # the workers see their parent gone and stop
-    while orphans(token) and time.monotonic() < deadline:
+    while processes_with(token) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not orphans(token)
+    assert not processes_with(token)
     stopped_at = torch.load(killed / "checkpoint.pt", weights_only=True)["iteration"]
     assert 3 <= stopped_at < 16  # killed after a checkpoint, before the end
     resumed = exact_resume_run(killed)

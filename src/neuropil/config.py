@@ -311,6 +311,15 @@ Domain = Annotated[
 ]
 
 
+def model_at_target_voxel_size(data: Any) -> Any:
+    """A configuration mapping whose ``model.voxel_size`` defaults to its ``target_voxel_size``."""
+    if isinstance(data, dict) and isinstance(data.get("model") or {}, dict):
+        model = dict(data.get("model") or {})
+        model.setdefault("voxel_size", data.get("target_voxel_size", METHOD_VOXEL_SIZE))
+        data = {**data, "model": model}
+    return data
+
+
 class RunConfig(Config):
     """Everything a training run needs; saved as ``config.yaml`` next to its checkpoint."""
 
@@ -326,11 +335,7 @@ class RunConfig(Config):
     @model_validator(mode="before")
     @classmethod
     def _model_at_target(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("model") or {}, dict):
-            model = dict(data.get("model") or {})
-            model.setdefault("voxel_size", data.get("target_voxel_size", METHOD_VOXEL_SIZE))
-            data = {**data, "model": model}
-        return data
+        return model_at_target_voxel_size(data)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -645,10 +650,7 @@ class ExperimentConfig(Config):
     @model_validator(mode="before")
     @classmethod
     def _model_at_target(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("model") or {}, dict):
-            model = dict(data.get("model") or {})
-            model.setdefault("voxel_size", data.get("target_voxel_size", METHOD_VOXEL_SIZE))
-            data = {**data, "model": model}
+        data = model_at_target_voxel_size(data)
         if isinstance(data, dict) and isinstance(data.get("segment"), dict) and "thresholds" not in data["segment"]:
             # a segment section without thresholds still searches the grid (SegmentConfig's own default is 0.5)
             data = {**data, "segment": {**data["segment"], "thresholds": THRESHOLD_GRID}}
