@@ -482,6 +482,8 @@ CASES = [
     Case("predict/checkpoint threshold a word", predict("{d}/a.h5:affs", checkpoint="{i}/threshold-a-word.pt"),
          says="threshold-a-word.pt"),
     Case("predict/unknown device", predict("{d}/a.h5:affs", "--device", "tpu9"), says="tpu9"),
+    Case("predict/memory zero", predict("{d}/a.h5:affs", "--memory", "0"), says="--memory"),
+    Case("predict/memory too small for the context", predict("{d}/a.h5:affs", "--memory", "1e-6"), says="memory budget"),
     Case("predict/CUDA unavailable", predict("{d}/a.h5:affs", "--device", "cuda"), says="cuda", needs_cpu_only=True),
     # --- segment, in memory
     Case("segment/affinities outside [0, 1]", segment("{i}/affs.h5:outside", "{d}/s.h5:seg", *AT_05),

@@ -397,8 +397,11 @@ class PredictConfig(Config):
 
     what: ClassVar[str] = "a prediction configuration"
 
-    tile_shape: tuple[int, int, int] | None = (32, 128, 128)
-    """(z, y, x) voxels kept per tile, rounded up to the model's pooling; None: one pass."""
+    tile_shape: tuple[int, int, int] | None = None
+    """(z, y, x) voxels kept per tile, rounded up to the model's pooling; None: chosen from the memory
+    budget (:func:`neuropil.predict.plan_tiles`: one pass when the volume fits)."""
+    memory: Annotated[int, Field(gt=0)] | None = None
+    """Bytes one prediction pass may use; None: :func:`neuropil.predict.memory_budget` of the device."""
     device: Annotated[str, AfterValidator(device_field)] = "cpu"
     """Torch device, e.g. ``cpu`` or ``cuda``: one this machine has (:func:`neuropil.model.check_device`)."""
     block_shape: tuple[int, int, int] = DEFAULT_BLOCK_SHAPE

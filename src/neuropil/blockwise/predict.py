@@ -106,7 +106,7 @@ def predict_blockwise(
         is not zarr, a bad block shape.
     """
     from neuropil.checkpoint import merge_threshold, resolve_checkpoint
-    from neuropil.predict import PredictionWritten, open_raw, prediction_attributes, round_up
+    from neuropil.predict import PredictionWritten, open_raw, plan_tiles, prediction_attributes, round_up
 
     output = zarr_output(out)
     checkpoint = str(resolve_checkpoint(checkpoint).resolve())
@@ -130,6 +130,14 @@ def predict_blockwise(
     divisor = model.divisor
     block_shape = tuple(round_up(int(b), d) for b, d in zip(block_shape, divisor))
     halo = tuple(round_up(c, d) for c, d in zip(model.context, divisor))
+    plan = plan_tiles(target_shape, model, tile_shape=block_shape)
+    logger.info(
+        "predicting %d blocks of %s: %.0f %% of the computed voxels are the volume's, the rest the context "
+        "each block reads; larger blocks waste less",
+        plan.tiles,
+        "x".join(map(str, block_shape)),
+        100 * plan.efficiency,
+    )
     shape = (model.config.out_channels, *target_shape)
     settings = job_settings(
         job="predict",

@@ -1,4 +1,4 @@
-"""``neuropil predict CHECKPOINT|MODEL RAW OUT [--voxel-size Z Y X] [--tile Z Y X] [--block Z Y X]``."""
+"""``neuropil predict CHECKPOINT|MODEL RAW OUT [--voxel-size Z Y X] [--tile Z Y X] [--memory GIB] [--block Z Y X]``."""
 
 from __future__ import annotations
 
@@ -37,9 +37,17 @@ def add_parser(subparsers) -> None:
         "--tile",
         type=int,
         nargs=3,
-        default=(32, 128, 128),
         metavar=("Z", "Y", "X"),
-        help="voxels per prediction tile (default: 32 128 128)",
+        help="voxels kept per prediction tile, z y x (default: chosen from --memory: one pass over the whole "
+        "volume when it fits, else the tiles that compute the fewest voxels; each tile also reads the model's "
+        "context around it)",
+    )
+    parser.add_argument(
+        "--memory",
+        type=float,
+        metavar="GIB",
+        help="GiB one prediction pass may use (default: a quarter of the available memory, at most 8, on the "
+        "CPU; half the free memory on a GPU); larger passes waste less on context",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     add_blockwise_arguments(parser, workers_default="1")
@@ -91,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     from neuropil.predict import predict_file
 
     check_device(args.device)
+    if args.memory is not None and not args.memory > 0:
+        from neuropil.errors import NeuropilError
+
+        raise NeuropilError(f"--memory must be a positive number of GiB, not {args.memory:g}")
     if args.block:
         refuse_blockwise_ome_zarr(args.output)
     check_output_volume(args.output)
@@ -116,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         voxel_size=args.voxel_size,
         tile_shape=args.tile,
+        memory=None if args.memory is None else int(args.memory * 2**30),
         device=args.device,
         progress=not args.no_progress,
     )
