@@ -95,7 +95,7 @@ def test_segment_says_what_it_wrote_and_its_help_says_which_way_the_threshold_go
         written = read_volume(f"{tmp_path / 's.h5'}:seg_t{threshold}")
         count = len(np.unique(written[written > 0]))
         assert (
-            line.startswith(f"{count} segments at threshold {threshold}: ") and "(8, 32, 32) uint64, 40x8x8 nm" in line
+            line.startswith(f"{count} segments at threshold {threshold}: ") and "8x32x32 uint64, 40x8x8 nm" in line
         )
     with pytest.raises(SystemExit):
         main(["segment", "--help"])

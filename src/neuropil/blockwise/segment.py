@@ -267,7 +267,8 @@ def segment_blockwise(
     Returns
     -------
     list of str
-        The written addresses.
+        The written addresses; each output's ``neuropil`` attribute holds the method, the
+        threshold and the number of segments (``segments``).
     """
 
     if method not in BLOCKWISE_METHODS:
@@ -349,7 +350,7 @@ def segment_blockwise(
                     flood_threshold=flood_threshold,
                     min_size=min_size,
                 )
-                _segment_passes(
+                counts = _segment_passes(
                     source,
                     all_blocks,
                     work,
@@ -366,8 +367,9 @@ def segment_blockwise(
         except BaseException:
             discard_if_nothing_done(targets)
             raise
-        for target, threshold in zip(targets, thresholds):
-            finish_output(target, spatial_voxel_size, {"neuropil": {"method": method, "threshold": threshold}})
+        for target, threshold, count in zip(targets, thresholds, counts):
+            described = {"method": method, "threshold": threshold, "segments": count}
+            finish_output(target, spatial_voxel_size, {"neuropil": described})
         shutil.rmtree(work)
         for target in targets[1:]:
             shutil.rmtree(work_folder(target), ignore_errors=True)
@@ -407,10 +409,11 @@ def _segment_passes(
     model,
     watershed: dict | None,
     run,
-) -> None:
+) -> list[int]:
     """The passes of :func:`segment_blockwise`, each through ``run`` (:func:`run_blocks`).
 
     ``watershed``: the options of :func:`_watershed_block`, or None when fragments are given.
+    Returns the number of segments at each threshold.
     """
     if watershed is not None:
         counts = run(
@@ -450,6 +453,7 @@ def _segment_passes(
         work / "relabel",
         description="segments",
     )
+    return [int(np.unique(row).size) for row in segments]
 
 
 def _agglomerate_tables(paths: Sequence[Path], method: str, thresholds: Sequence[float], *, quantile: int, model):

@@ -93,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (0, 2 for bad input, 1 for an internal error, 130 for Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    if quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     handler = _start_logging(verbose=args.verbose)
+    if quiet and handler is not None and not args.verbose:
+        handler.setLevel(logging.WARNING)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from neuropil.cli.summary import add_summary_options
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,9 +29,12 @@ def add_parser(subparsers) -> None:
     train.add_argument("--gt", required=True, metavar="G", help="address of the ground truth (0 = unknown)")
     train.add_argument("--image", metavar="I", help="address of the raw image: an optional second channel of features")
     train.add_argument("--out", required=True, metavar="MODEL", help="file to write the classifier to (.npz)")
-    train.add_argument("--epochs", type=int, default=5, help="agglomeration passes against the ground truth")
-    train.add_argument("--trees", type=int, default=100, help="trees of the forest")
-    train.add_argument("--seed", type=int, default=0, help="seed of the forest")
+    train.add_argument(
+        "--epochs", type=int, default=5, help="agglomeration passes against the ground truth (default: 5)"
+    )
+    train.add_argument("--trees", type=int, default=100, help="trees of the forest (default: 100)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the forest (default: 0)")
+    add_summary_options(train)
     train.set_defaults(run=run_train)
 
 
@@ -60,4 +65,12 @@ def run_train(args: argparse.Namespace) -> int:
     threshold = best_threshold([[evaluate(s, ground_truth) for s in segmented]], THRESHOLD_GRID)
     logger.info("merge threshold %g: lowest VOI on the training volume", threshold)
     dataclasses.replace(model, merge_threshold=threshold).save(args.out)
+    from neuropil.cli.summary import summarize
+
+    summarize(
+        args,
+        f"wrote classifier {args.out}: merge threshold {threshold:g} (lowest VOI on the training volume)",
+        wrote=str(args.out),
+        merge_threshold=float(threshold),
+    )
     return 0

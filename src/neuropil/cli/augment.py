@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from neuropil.cli.summary import add_summary_options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -24,7 +26,10 @@ def add_parser(subparsers) -> None:
     preview.add_argument("config", metavar="CONFIG", help="run configuration (YAML, as for neuropil train)")
     preview.add_argument("--out", required=True, metavar="PNG", help="image to write")
     preview.add_argument("--samples", type=int, default=4, metavar="N", help="patches to draw (default 4)")
-    preview.add_argument("--seed", type=int, default=0, metavar="S", help="seed of patches and augmentation")
+    preview.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of patches and augmentation (default: 0)"
+    )
+    add_summary_options(preview)
     preview.set_defaults(run=run_preview)
 
 
@@ -49,5 +54,7 @@ def run_preview(args: argparse.Namespace) -> int:
     )
     voxel_sizes = [domains.training[before.domain][before.volume].voxel_size for before, _ in examples]
     save_figure_atomic(preview_figure(examples, voxel_sizes=voxel_sizes), args.out)
-    print(f"preview: {args.out}")
+    from neuropil.cli.summary import summarize
+
+    summarize(args, f"wrote preview {args.out}: {len(examples)} patches", wrote=str(args.out), patches=len(examples))
     return 0

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
     add_missing_chunks_argument(info)
     info.set_defaults(run=run_info)
     fetch = commands.add_parser("fetch", help="download a dataset's files (checksums verified, resumable)")
-    fetch.add_argument("name", metavar="NAME")
+    fetch.add_argument("name", metavar="NAME", help="catalog name of the dataset (`neuropil data list`)")
     fetch.add_argument("--dest", metavar="DIR", help="folder to download into (default: the download cache)")
     fetch.add_argument("--no-verify", action="store_true", help="download files the catalog has no checksum for")
     fetch.set_defaults(run=run_fetch)

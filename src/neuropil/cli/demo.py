@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from neuropil.cli.summary import add_summary_options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -23,6 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="added to the seeds of the synthetic volumes and the model (default: 0)"
     )
+    add_summary_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -34,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     config = DemoConfig.load(args.config) if args.config else default_config(quick=args.quick)
     results = run_demo(args.out, config=config.reseeded(args.seed))
-    print(results_table(results))
-    print(f"report: {args.out}/report.md")
+    from neuropil.cli.summary import summarize, talking
+
+    if talking(args):
+        print(results_table(results))
+    summarize(args, f"wrote report {args.out}/report.md", wrote=f"{args.out}/report.md", out=str(args.out))
     return 0

@@ -69,7 +69,7 @@ def add_parser(subparsers) -> None:
         type=float,
         nargs=3,
         metavar=("Z", "Y", "X"),
-        help="voxel size of GT in nm, where its file stores none (for --erl)",
+        help="voxel size of GT in nm, z y x, where its file stores none (for --erl)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per segmentation, one a line")
     add_missing_chunks_argument(parser)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from neuropil.cli.summary import add_summary_options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -26,6 +28,7 @@ def add_parser(subparsers) -> None:
         "--check", action="store_true", help="validate the configuration and that its data are here; run nothing"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_summary_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -54,6 +57,17 @@ def run(args: argparse.Namespace) -> int:
     )
     check_output_folder(out)
     outcome = run_experiment(config, out, progress=not args.no_progress)
-    print(f"{len(outcome.models)} models x {len(outcome.targets)} targets in {outcome.seconds / 60:.1f} min")
-    print(f"report: {out / 'report' / 'index.html'} (and {out / 'report.md'}, {out / 'results.json'})")
+    from neuropil.cli.summary import summarize
+
+    report = out / "report" / "index.html"
+    summarize(
+        args,
+        f"wrote report {report} (and {out / 'report.md'}, {out / 'results.json'}): {len(outcome.models)} models x "
+        f"{len(outcome.targets)} targets in {outcome.seconds / 60:.1f} min",
+        wrote=str(report),
+        results=str(out / "results.json"),
+        models=len(outcome.models),
+        targets=len(outcome.targets),
+        minutes=round(outcome.seconds / 60, 2),
+    )
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from neuropil.cli.summary import add_summary_options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -32,7 +34,8 @@ def add_parser(subparsers) -> None:
     )
     export.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt or best.pt from `neuropil train`")
     export.add_argument("output", metavar="OUT", help="file to write (.pt)")
-    export.add_argument("--description", default="", help="a sentence saying what the model is for")
+    export.add_argument("--description", default="", help="a sentence saying what the model is for (default: none)")
+    add_summary_options(export)
     export.set_defaults(run=run_export)
 
 
@@ -72,5 +75,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     check_output_file(args.output)
     written = export_model(args.checkpoint, args.output, description=args.description)
-    print(f"model written: {written} ({written.stat().st_size / 2**20:.1f} MiB)")
+    from neuropil.cli.summary import summarize
+
+    mebibytes = written.stat().st_size / 2**20
+    summarize(args, f"wrote model {written}: {mebibytes:.1f} MiB", wrote=str(written), mebibytes=round(mebibytes, 2))
     return 0

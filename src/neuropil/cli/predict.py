@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from neuropil.cli.summary import add_summary_options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -32,7 +34,13 @@ def add_parser(subparsers) -> None:
         help="output address (file.h5:key, dir.zarr/key, .tif; name.ome.zarr or name.ome.zarr/key: a multiscale "
         "OME-Zarr image that viewers read)",
     )
-    parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size of RAW in nm")
+    parser.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size of RAW in nm, z y x, where its file and the catalog give none",
+    )
     parser.add_argument(
         "--tile",
         type=int,
@@ -52,6 +60,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     add_blockwise_arguments(parser, workers_default="1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_summary_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -62,8 +71,8 @@ def add_blockwise_arguments(parser, *, workers_default: str) -> None:
         type=int,
         nargs=3,
         metavar=("Z", "Y", "X"),
-        help="process block by block with Dask into a zarr OUT (dir.zarr/key): volumes larger than memory; "
-        "an interrupted run resumes when run again",
+        help="process block by block (voxels z y x per block) with Dask into a zarr OUT (dir.zarr/key): volumes "
+        "larger than memory; an interrupted run resumes when run again",
     )
     parser.add_argument(
         "--workers", type=int, metavar="N", help=f"Dask workers with --block (default: {workers_default})"
@@ -120,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             num_workers=args.workers or 1,
             progress=not args.no_progress,
         )
-        print(f"affinities {written.shape} at {written.voxel_size} nm: {written.address}")
+        report_prediction(args, written)
         return 0
     written = predict_file(
         args.checkpoint,
@@ -132,5 +141,25 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
-    print(f"affinities {written.shape} at {written.voxel_size} nm: {written.address}")
+    report_prediction(args, written)
     return 0
+
+
+def report_prediction(args: argparse.Namespace, written) -> None:
+    from neuropil.cli.summary import summarize, volume_line, volume_record
+
+    rescaled = tuple(written.input_voxel_size) != tuple(written.voxel_size)
+    line = volume_line("affinities", written.address, written.shape, "float32", written.voxel_size)
+    if rescaled:
+        line += f" (the input's {'x'.join(f'{v:g}' for v in written.input_voxel_size)} nm rescaled)"
+    summarize(
+        args,
+        line,
+        **volume_record(
+            written.address,
+            written.shape,
+            "float32",
+            written.voxel_size,
+            input_voxel_size=[float(v) for v in written.input_voxel_size],
+        ),
+    )

@@ -7,6 +7,7 @@ import logging
 
 from neuropil.cli.data import add_missing_chunks_argument
 from neuropil.cli.predict import add_blockwise_arguments, refuse_blockwise_ome_zarr
+from neuropil.cli.summary import add_summary_options
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,13 @@ def add_parser(subparsers) -> None:
         "read); with several thresholds, each goes to OUT with _t<threshold> added to the key or name",
     )
     parser.add_argument("--fragments", metavar="F", help="address of fragments (default: watershed of the input)")
-    parser.add_argument("--method", default="mean", choices=("learned", "mean", "quantile", "mutex"))
+    parser.add_argument(
+        "--method",
+        default="mean",
+        choices=("learned", "mean", "quantile", "mutex"),
+        help="agglomeration: mean or a quantile of the affinities between fragments, a learned classifier "
+        "(--model), or the mutex watershed (default: mean)",
+    )
     parser.add_argument("--model", metavar="M", help="merge classifier from `neuropil agglomeration train`")
     parser.add_argument("--image", metavar="I", help="address of the raw image, for a classifier trained with one")
     parser.add_argument(
@@ -46,7 +53,7 @@ def add_parser(subparsers) -> None:
         "(default: the classifier's with --method learned, else the calibrated one stored on affinities from "
         "`neuropil predict` with --method mean, else 0.5)",
     )
-    parser.add_argument("--quantile", type=int, default=50, help="percentile of the quantile method")
+    parser.add_argument("--quantile", type=int, default=50, help="percentile of the quantile method (default: 50)")
     parser.add_argument(
         "--flood-threshold",
         type=float,
@@ -59,11 +66,12 @@ def add_parser(subparsers) -> None:
         type=float,
         nargs=3,
         metavar=("Z", "Y", "X"),
-        help="voxel size of the input in nm, where its file stores none (it is written on every output)",
+        help="voxel size of the input in nm, z y x, where its file stores none (it is written on every output)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (with --block)")
     add_blockwise_arguments(parser, workers_default="one per core")
     add_missing_chunks_argument(parser)
+    add_summary_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -146,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     if args.block:
         from neuropil.blockwise import segment_blockwise
 
-        segment_blockwise(
+        addresses = segment_blockwise(
             args.input,
             outputs,
             thresholds=thresholds,
@@ -163,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             allow_missing_chunks=allow,
         )
+        for address, threshold in zip(addresses, thresholds):
+            with open_volume(address) as volume:
+                count = (volume.attributes.get("neuropil") or {}).get("segments")
+                report_segmentation(args, address, threshold, count, volume.shape, volume.voxel_size)
         return 0
     with open_volume(args.input, voxel_size=args.voxel_size, allow_missing_chunks=allow) as volume:
         values = volume.read()
@@ -191,9 +203,20 @@ def run(args: argparse.Namespace) -> int:
     for address, threshold, segmentation in zip(outputs, thresholds, result.segmentations):
         written = write_volume(address, segmentation, voxel_size=voxel_size, labels=True)
         count = len(numpy.unique(segmentation[segmentation > 0]))
-        size = "unknown voxel size" if voxel_size is None else "x".join(f"{v:g}" for v in voxel_size) + " nm"
-        print(f"{count} segments at threshold {threshold:g}: {written} {segmentation.shape} uint64, {size}")
+        report_segmentation(args, str(written), threshold, count, segmentation.shape, voxel_size)
     return 0
+
+
+def report_segmentation(args: argparse.Namespace, address: str, threshold: float, count, shape, voxel_size) -> None:
+    """The summary line of one written segmentation: its segments, threshold, address, shape and voxel size."""
+    from neuropil.cli.summary import summarize, volume_line, volume_record
+
+    segments = "" if count is None else f"{count} segments at "
+    summarize(
+        args,
+        f"{segments}threshold {threshold:g}: " + volume_line("segmentation", address, shape, "uint64", voxel_size),
+        **volume_record(address, shape, "uint64", voxel_size, threshold=float(threshold), segments=count),
+    )
 
 
 def long_range_offsets(method: str, values, attributes: dict, where: str) -> list | None:

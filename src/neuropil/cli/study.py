@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from neuropil.cli.summary import add_summary_options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +24,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", default="study-out", metavar="DIR", help="output folder (default: study-out)")
     parser.add_argument("--quick", action="store_true", help="every step at toy size (minutes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_summary_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -37,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         config = config.quick_version()
     outcome = run_experiment(config, args.out, progress=not args.no_progress)
-    print("\n".join(findings(outcome, config)))
-    print(f"report: {args.out}/report/index.html")
+    from neuropil.cli.summary import summarize, talking
+
+    if talking(args):
+        print("\n".join(findings(outcome, config)))
+    report = f"{args.out}/report/index.html"
+    summarize(args, f"wrote report {report}", wrote=report, results=f"{args.out}/results.json")
     return 0

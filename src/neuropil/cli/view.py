@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
         type=float,
         nargs=3,
         metavar=("Z", "Y", "X"),
-        help="voxel size in nm of the volumes whose file stores none",
+        help="voxel size in nm, z y x, of the volumes whose file stores none",
     )
     parser.add_argument("--port", type=int, default=0, metavar="P", help="port to serve on (default: a free one)")
     parser.add_argument(
