@@ -19,7 +19,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from tqdm.auto import tqdm
 
 from neuropil.checkpoint import load_model, merge_threshold
 from neuropil.data.catalog import raw_in_catalog
@@ -28,6 +27,7 @@ from neuropil.data.volumes import normalize_raw
 from neuropil.errors import NeuropilError
 from neuropil.io import Volume, open_volume, write_volume
 from neuropil.model import UNet3D
+from neuropil.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def predict_affinities(
     for start in starts:
         region = window(start)
         groups.setdefault(tuple(r.stop - r.start for r in region), []).append((start, region))
-    bar = tqdm(total=len(starts), desc="predicting", unit="tile", disable=not progress or len(starts) < 2)
+    bar = progress_bar(total=len(starts), desc="predicting", unit="tile", disable=not progress or len(starts) < 2)
     try:
         with torch.inference_mode():
             for members in groups.values():

@@ -19,6 +19,7 @@ from typing import Any
 
 from neuropil.errors import NeuropilError
 from neuropil.files import TEMPORARY_MARK, write_text_atomic
+from neuropil.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,6 @@ def run_blocks(
     """
     import dask
     from dask.callbacks import Callback
-    from tqdm.auto import tqdm
 
     work.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[int, ...], Any] = {}
@@ -120,7 +120,7 @@ def run_blocks(
         )
         for block in pending
     ]
-    bar = tqdm(total=len(todo), initial=len(results), desc=description, unit="block", disable=not progress)
+    bar = progress_bar(total=len(todo), initial=len(results), desc=description, unit="block", disable=not progress)
     keys = {task.key for task in tasks}
 
     class _Progress(Callback):

@@ -53,9 +53,9 @@ class ResumingDownloader:
                 total = int(length) + (have if resumed else 0) if length else None
                 progress = None
                 if self.progress:
-                    from tqdm import tqdm
+                    from neuropil.progress import progress as progress_bar
 
-                    progress = tqdm(
+                    progress = progress_bar(
                         total=total,
                         initial=have if resumed else 0,
                         unit="B",

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
-from tqdm.auto import tqdm
 
 from neuropil.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from neuropil.data.volumes import TrainingVolume
@@ -46,6 +45,8 @@ from neuropil.evaluate import THRESHOLD_GRID, Scores, best_threshold, evaluate, 
 from neuropil.files import write_text_atomic
 from neuropil.model import ModelConfig, UNet3D, device_field
 from neuropil.predict import predict_affinities
+from neuropil.progress import progress as progress_bar
+from neuropil.progress import timestamp
 from neuropil.segment import segment
 from neuropil.train.augment import AugmentConfig, augment_config
 from neuropil.train.batches import Batch, BatchMaker, batches
@@ -397,7 +398,8 @@ class Trainer:
         with path.open("a") as log:
             log.writelines(validation.rows(self.iteration, thresholds))
         logger.info(
-            "iteration %d validation: loss %s; VOI %.3f at threshold %g",
+            "%s iteration %d validation: loss %s; VOI %.3f at threshold %g",
+            timestamp(),
             self.iteration,
             ", ".join(f"{n} {v:.4f}" for n, v in losses.items()),
             voi,
@@ -478,7 +480,7 @@ class Trainer:
         and when interrupted."""
         log = self._open_log()
         self._board = self._open_board()
-        bar = tqdm(
+        bar = progress_bar(
             total=self.config.iterations, initial=self.iteration, desc="training", disable=not progress, unit="it"
         )
         budget = math.inf if self.config.max_minutes is None else 60.0 * self.config.max_minutes
@@ -496,8 +498,8 @@ class Trainer:
                 if self._board is not None:
                     for tag, value in (("loss", loss), ("learning_rate", rate), ("samples_per_second", speed)):
                         self._board.add_scalar(f"train/{tag}", value, self.iteration)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)  # before the update: its line shows this loss
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
                 if self.iteration % self.config.checkpoint_every == 0:
                     self.checkpoint()
                     self.training_seconds += time.monotonic() - start - seconds
