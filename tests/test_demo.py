@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -6,6 +10,8 @@ import yaml
 from neuropil.cli import main
 from neuropil.config import DemoConfig
 from neuropil.experiments.demo import default_config
+
+SOURCE = str(Path(__file__).resolve().parents[1] / "src")
 
 # The quick demo made smaller still: every step runs, through the same code and command.
 TINY = {
@@ -26,13 +32,20 @@ TINY = {
 
 
 @pytest.mark.slow
-def test_demo_runs_every_step_and_writes_report(tmp_path, capsys):
+def test_demo_runs_every_step_and_writes_report(tmp_path):
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "out"
-    assert main(["demo", "--config", str(config_path), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "| domain |" in printed
+    # as a cluster job runs it: stdout and stderr into a file, so progress is log lines, not bars
+    log = tmp_path / "log"
+    with log.open("w") as stream:
+        command = [sys.executable, "-m", "neuropil", "demo", "--config", str(config_path), "--out", str(out)]
+        environment = {**os.environ, "PYTHONPATH": SOURCE}
+        environment.pop("NEUROPIL_PROGRESS_INTERVAL", None)
+        assert subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=environment).returncode == 0
+    printed = log.read_text()
+    assert "| domain |" in printed and f"wrote report {out}/report.md" in printed
+    assert len(printed.splitlines()) < 200 and "\r" not in printed, printed
     report = (out / "report.md").read_text()
     results = json.loads((out / "results.json").read_text())
     domains = [r["domain"] for r in results["results"]]
