@@ -123,9 +123,33 @@ def _first_non_finite(value, key: str = "") -> tuple[str, object] | None:
     return None
 
 
+_SOURCE_KEYS = ("voxel_size_source", "offset_source", "voxel_size_from")
+"""Keys that the voxel size and offset lines of the text output already say."""
+
+
+def lengths_line(name: str, values: list | None, source: str | None) -> str:
+    """``voxel size 40x4x4 nm (z y x, from the HDF5 attribute "resolution")``: a length vector and where it came from.
+
+    ``name`` is ``voxel_size`` or ``offset``; a voxel size given to the reader (not
+    stored) says ``given``; an unknown one says that the file stores none.
+    """
+    from neuropil.io.metadata import axis_names, lengths_text
+    from neuropil.io.volume import GIVEN
+
+    label = name.replace("_", " ")
+    if not values:
+        return f"{label} unknown (the file stores none)"
+    origin = "given" if source == GIVEN else f"from {source}" if source else "source unknown"
+    return f"{label} {lengths_text(values)} nm ({axis_names(len(values))}, {origin})"
+
+
 def _print_tree(info: dict, indent: int = 0) -> None:
     for key, value in info.items():
-        if isinstance(value, dict):
+        if key in _SOURCE_KEYS:
+            continue
+        if key in ("voxel_size", "offset") and (value is None or isinstance(value, list)):
+            print(" " * indent + lengths_line(key, value, info.get(f"{key}_source")))
+        elif isinstance(value, dict):
             print(" " * indent + f"{key}:")
             _print_tree(value, indent + 2)
         elif value not in (None, "", []):

@@ -13,6 +13,9 @@ from neuropil.data.labels import load_labels
 from neuropil.errors import NeuropilError
 from neuropil.io import open_volume, parse_address, read_volume
 
+CATALOG_SOURCE = "the catalog"
+"""The ``voxel_size_source`` of a voxel size that the catalog gives."""
+
 
 def _label_count(array: NDArray) -> int:
     """Number of distinct non-zero ids."""
@@ -25,7 +28,8 @@ def address_info(
 ) -> dict[str, Any]:
     """Shape, dtype, voxel size, chunks and (integer arrays) the number of non-zero ids of an address.
 
-    ``voxel_size`` (nm, ``(z, y, x)``) is used when the file stores none.
+    ``voxel_size`` (nm, ``(z, y, x)``) is used when the file stores none. ``voxel_size_source``
+    and ``offset_source`` say where each came from (:attr:`neuropil.io.Volume.voxel_size_source`).
     """
     with open_volume(address, voxel_size=voxel_size) as volume:
         info: dict[str, Any] = {
@@ -33,10 +37,12 @@ def address_info(
             "shape": list(volume.shape),
             "dtype": str(volume.dtype),
             "voxel_size": list(volume.voxel_size) if volume.voxel_size else None,
+            "voxel_size_source": volume.voxel_size_source if volume.voxel_size else None,
             "chunks": list(volume.chunks) if volume.chunks else None,
         }
         if volume.offset:
             info["offset"] = list(volume.offset)
+            info["offset_source"] = volume.offset_source
         if count_labels and (np.issubdtype(volume.dtype, np.integer) or volume.dtype == bool):
             info["label_ids"] = _label_count(volume.read())
     return info
@@ -54,6 +60,7 @@ def dataset_info(dataset: DatasetEntry, *, count_labels: bool = True) -> dict[st
         "species": dataset.species,
         "region": dataset.region,
         "voxel_size": list(dataset.voxel_size),
+        "voxel_size_source": CATALOG_SOURCE,
         "labels": dataset.labels.value,
         "label_zero": dataset.label_zero.value,
         "classes": dataset.classes.model_dump() if dataset.classes else None,
@@ -83,6 +90,7 @@ def dataset_info(dataset: DatasetEntry, *, count_labels: bool = True) -> dict[st
             facts["present"] = True
             if facts["voxel_size"] is None:
                 facts["voxel_size"] = list(dataset.volume_voxel_size(volume))
+                facts["voxel_size_source"] = f"{CATALOG_SOURCE}; the file stores none"
                 facts["voxel_size_from"] = "catalog"
             else:
                 facts["voxel_size_from"] = "file"

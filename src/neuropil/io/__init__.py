@@ -35,18 +35,26 @@ Voxel size metadata read, converted to nanometres and z-first (every unit throug
 
 ========== ===================================================================
 HDF5       dataset attribute ``resolution`` (nm, z-first, as CREMI; or in the units
-           of a per-axis ``units`` list), else ``element_size_um`` (um, z-first, as
-           ilastik and Fiji); ``offset`` like ``resolution``
+           of a per-axis ``units`` list) or ``voxel_size`` (likewise, as funlib), or
+           ``element_size_um`` (um, z-first, as ilastik and Fiji); ``offset`` like
+           ``resolution``
 zarr       attribute ``resolution`` or ``voxel_size`` (nm, z-first, as funlib; or a
            per-axis ``units`` list); ``offset``
 OME-Zarr   ``multiscales`` axes units and the level's ``scale``/``translation``
 N5         ``resolution`` (x-first; nm, or an x-first ``units`` list) or
-           ``pixelResolution`` (``dimensions`` x-first, ``unit``); ``offset`` (x-first)
+           ``pixelResolution`` (``dimensions`` x-first, ``unit``), times the level's
+           ``downsamplingFactors``, else an enclosing group's; ``offset`` (x-first);
+           ``voxel_size`` (z-first, as funlib.persistence writes it); COSEM ``transform``
 TIFF       ImageJ ``spacing``, ``unit`` and the X/Y resolution tags
 ========== ===================================================================
 
+Two conventions on one array that disagree are an error naming both. Each volume says
+where its voxel size and offset came from (:attr:`Volume.voxel_size_source`,
+:mod:`~neuropil.io.metadata`).
+
 Modules: :mod:`~neuropil.io.addresses` (parsing addresses), :mod:`~neuropil.io.units`
-(length units), :mod:`~neuropil.io.hdf5`, :mod:`~neuropil.io.zarr`, :mod:`~neuropil.io.n5`,
+(length units), :mod:`~neuropil.io.metadata` (voxel size conventions and their sources),
+:mod:`~neuropil.io.hdf5`, :mod:`~neuropil.io.zarr`, :mod:`~neuropil.io.n5`,
 :mod:`~neuropil.io.tiff` (one per format), :mod:`~neuropil.io.volume` (:class:`Volume` and
 the entry points that pick a format).
 """

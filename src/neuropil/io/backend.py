@@ -26,8 +26,9 @@ class Backend:
     """One open array: ``shape``, ``dtype``, ``chunks``, metadata, and ``read(region)``.
 
     ``voxel_size`` and ``offset`` are in nanometres, z-first, or None where the file
-    stores none. ``attributes`` are the array's own metadata as JSON-like values
-    (None where a format has none).
+    stores none; ``voxel_size_source`` and ``offset_source`` say which metadata each
+    came from (:mod:`neuropil.io.metadata`). ``attributes`` are the array's own metadata
+    as JSON-like values (None where a format has none).
     """
 
     shape: tuple[int, ...]
@@ -35,6 +36,8 @@ class Backend:
     chunks: tuple[int, ...] | None = None
     voxel_size: tuple[float, ...] | None = None
     offset: tuple[float, ...] | None = None
+    voxel_size_source: str | None = None
+    offset_source: str | None = None
     attributes: dict | None = None
 
     unfinished: bool = False

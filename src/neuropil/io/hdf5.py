@@ -3,7 +3,8 @@
 Voxel size: the dataset attribute ``resolution`` (z-first, as CREMI and gunpowder) or
 ``voxel_size`` (z-first, as funlib and daisy), both nanometres unless a ``units`` attribute
 lists one unit per axis, or ``element_size_um`` (micrometres, z-first, as ilastik and Fiji);
-two that disagree are an error naming both. ``offset`` is read like ``resolution``.
+two that disagree are an error naming both. ``offset`` (the position of voxel 0, as CREMI
+and funlib) is read like ``resolution``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from numpy.typing import NDArray
 
 from neuropil.errors import NeuropilError
 from neuropil.io.addresses import VolumeAddress
-from neuropil.io.backend import Backend, spatial_tail
-from neuropil.io.units import axis_units, to_nm
+from neuropil.io.backend import Backend
+from neuropil.io.metadata import VoxelMetadata, attribute, resolve
+from neuropil.io.units import axis_units
 
 
 class Hdf5Backend(Backend):
@@ -44,33 +46,39 @@ class Hdf5Backend(Backend):
         self.chunks = self.dataset.chunks
         attrs = self.dataset.attrs
         self.attributes = _attributes(attrs)
-        ndim = len(self.shape)
-        units = axis_units(attrs.get("units"))
         try:
-            found = {}
-            for name, unit in (("resolution", units), ("voxel_size", units), ("element_size_um", "um")):
-                value = (
-                    spatial_tail(to_nm(attrs[name], unit, source=f"{where} ({name})"), ndim) if name in attrs else None
-                )
-                if value is not None:
-                    found[name] = value
-            values = list(found.values())
-            if any(not np.allclose(value, values[0], rtol=1e-3) for value in values[1:]):
-                said = ", ".join(f"{name} {tuple(float(v) for v in value)} nm" for name, value in found.items())
-                raise NeuropilError(f"{where}: voxel size attributes disagree: {said}")
-            if values:
-                self.voxel_size = values[0]
-            if "offset" in attrs:
-                self.offset = spatial_tail(to_nm(attrs["offset"], units, source=f"{where} (offset)"), ndim)
+            found = voxel_metadata(attrs, ndim=len(self.shape), where=where)
         except NeuropilError:
             self.file.close()
             raise
+        self.voxel_size, self.voxel_size_source, self.offset, self.offset_source = found
 
     def read(self, region):
         return self.dataset[region]
 
     def close(self):
         self.file.close()
+
+
+def voxel_metadata(attrs, *, ndim: int, where: object) -> VoxelMetadata:
+    """Voxel size and offset of an HDF5 dataset from its attributes (see the module docstring).
+
+    Where several voxel size attributes agree, the source named is the first of
+    ``resolution``, ``voxel_size``, ``element_size_um``.
+
+    Raises
+    ------
+    NeuropilError
+        Two voxel size attributes that disagree, an unknown unit.
+    """
+    units = axis_units(attrs.get("units"))
+
+    def read(name: str, unit) -> list:
+        found = attribute(attrs, name, unit, ndim=ndim, source=f'the HDF5 attribute "{name}"', where=where)
+        return [] if found is None else [found]
+
+    sizes = [*read("resolution", units), *read("voxel_size", units), *read("element_size_um", "um")]
+    return resolve(sizes, read("offset", units), where=where)
 
 
 def _attributes(attrs) -> dict:

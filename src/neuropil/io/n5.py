@@ -1,8 +1,26 @@
 """N5 datasets, read and written without an N5 library: ``attributes.json`` plus one file per block.
 
-Axes are x-first on disk and z-first here. Voxel size: ``resolution`` (nanometres unless a
-``units`` list names one unit per axis, both x-first) or ``pixelResolution``
-(``dimensions`` x-first with one ``unit``); ``offset`` is read like ``resolution``.
+Axes are x-first on disk (``dimensions``, ``blockSize``, block paths) and z-first here.
+
+Voxel size and offset, converted to nanometres and z-first (:mod:`neuropil.io.metadata`).
+N5 metadata vectors are stored in the order of ``dimensions``, x-first, as BigDataViewer,
+n5-viewer, n5-spark, Paintera and neuroglancer's n5 source write and read them, and as
+daisy and funlib.persistence before 0.5 read ``resolution`` and ``offset`` (reversed, their
+"F" order); so they are reversed here:
+
+- ``resolution`` (nanometres unless ``units`` lists one unit per axis, x-first too) and
+  ``pixelResolution`` (``{"dimensions": [x, y, z], "unit": "um"}``, or a bare list in
+  ``units`` or nanometres), each times the dataset's ``downsamplingFactors`` where it has
+  them (n5-spark stores the full-resolution ``pixelResolution`` on every scale level;
+  neuroglancer multiplies). A dataset without either takes the nearest enclosing group's
+  (n5-viewer's root and channel defaults; neuroglancer merges the groups' attributes).
+- ``offset``: x-first, as daisy reads it.
+
+Two conventions are z-first as stored: ``voxel_size`` (with ``offset`` then z-first too,
+where no ``resolution`` is stored), which funlib.persistence 0.5 and later writes through
+zarr-python's N5 store, which passes attributes on unchanged; and the COSEM/OpenOrganelle
+``transform`` (``scale``, ``translate``, ``units``; its ``ordering`` ``"C"`` unless ``"F"``).
+Several conventions on one dataset must agree (an error names both where they do not).
 """
 
 from __future__ import annotations
@@ -22,8 +40,9 @@ from numpy.typing import NDArray
 from neuropil.errors import NeuropilError
 from neuropil.files import remove_path, swap_in
 from neuropil.io.addresses import VolumeAddress
-from neuropil.io.backend import Backend, first_line, region_chunks, spatial_tail
-from neuropil.io.units import axis_units, to_nm
+from neuropil.io.backend import Backend, first_line, region_chunks
+from neuropil.io.metadata import Found, VoxelMetadata, attribute, resolve, stored_text
+from neuropil.io.units import axis_units
 
 _N5_CODECS = ("raw", "gzip", "bzip2", "xz", "blosc", "zstd")
 
@@ -56,8 +75,107 @@ def _n5_decompress(data: bytes, compression: dict) -> bytes:
     raise ValueError(f"N5 compression '{kind}' is not one of {', '.join(_N5_CODECS)}")
 
 
-def _reversed_units(units: list[str] | None) -> list[str] | None:
-    return None if units is None else units[::-1]
+def _inheritable_voxel_size(
+    attributes: dict, *, ndim: int, where: object, holder: str, factors: list[float] | None
+) -> list[Found]:
+    """The x-first voxel size conventions (``resolution``, ``pixelResolution``) of a dataset or group.
+
+    ``factors`` (z-first, a dataset's ``downsamplingFactors``) multiply them: n5-spark and
+    n5-viewer store the full-resolution ``pixelResolution`` on every scale level, and
+    neuroglancer multiplies it (and ``resolution``) by the level's factors.
+    """
+    units = axis_units(attributes.get("units"))
+    found = []
+    resolution = attribute(
+        attributes,
+        "resolution",
+        units,
+        ndim=ndim,
+        source=f'the N5 attribute "resolution"{holder} (stored x y z)',
+        where=where,
+        reverse=True,
+    )
+    if resolution is not None:
+        found.append(resolution)
+    if "pixelResolution" in attributes:
+        pixel = attributes["pixelResolution"]
+        values, unit = (pixel.get("dimensions"), pixel.get("unit")) if isinstance(pixel, dict) else (pixel, units)
+        if not isinstance(values, list):
+            raise NeuropilError(f"{where}: N5 pixelResolution has no list of 'dimensions': {pixel}")
+        source = f'the N5 attribute "pixelResolution"{holder} (stored x y z)'
+        stated = attribute(
+            {"pixelResolution": values}, "pixelResolution", unit, ndim=ndim, source=source, where=where, reverse=True
+        )
+        if stated is not None:
+            found.append(stated._replace(stored=pixel))
+    if factors is None:
+        return found
+    scaled = []
+    for item in found:
+        times = factors[-len(item.nanometres) :]
+        if len(times) == len(item.nanometres):
+            nanometres = tuple(v * f for v, f in zip(item.nanometres, times))
+            source = f'{item.source} times "downsamplingFactors" {stored_text(factors[::-1])}'
+            item = Found(nanometres, source, item.stored)
+        scaled.append(item)
+    return scaled
+
+
+def _downsampling_factors(attributes: dict) -> list[float] | None:
+    """A dataset's ``downsamplingFactors`` (one per axis, stored x-first) z-first, or None."""
+    factors = attributes.get("downsamplingFactors")
+    if not isinstance(factors, list) or not factors or not all(isinstance(f, (int, float)) for f in factors):
+        return None  # absent, or a group's list of lists (BigDataViewer), which names no one level
+    return [float(f) for f in reversed(factors)]
+
+
+def voxel_metadata(where: VolumeAddress, folder: Path, attributes: dict, *, ndim: int) -> VoxelMetadata:
+    """Voxel size and offset of the N5 dataset in ``folder`` (see the module docstring).
+
+    Raises
+    ------
+    NeuropilError
+        Two conventions that disagree, an unknown unit, a malformed ``pixelResolution``.
+    """
+    factors = _downsampling_factors(attributes)
+    sizes = _inheritable_voxel_size(attributes, ndim=ndim, where=where, holder="", factors=factors)
+    offsets: list[Found] = []
+    funlib = "voxel_size" in attributes and "resolution" not in attributes
+    units = axis_units(attributes.get("units"))
+    for name, reverse, stored in (
+        ("voxel_size", False, "z y x"),
+        ("offset", not funlib, "x y z" if not funlib else "z y x"),
+    ):
+        found = attribute(
+            attributes,
+            name,
+            units,
+            ndim=ndim,
+            source=f'the N5 attribute "{name}" (stored {stored})',
+            where=where,
+            reverse=reverse,
+        )
+        if found is not None:
+            (offsets if name == "offset" else sizes).append(found)
+    transform = attributes.get("transform")
+    if isinstance(transform, dict):  # COSEM / OpenOrganelle: z-first ("C" ordering) unless it says "F"
+        reverse = transform.get("ordering", "C") == "F"
+        transform_units = transform.get("units")
+        unit = transform_units if isinstance(transform_units, str) else axis_units(transform_units)
+        for name, into in (("scale", sizes), ("translate", offsets)):
+            source = f'the N5 attribute "transform" {name} (stored {"x y z" if reverse else "z y x"})'
+            found = attribute(transform, name, unit, ndim=ndim, source=source, where=where, reverse=reverse)
+            if found is not None:
+                into.append(found)
+    if not sizes:
+        # n5-viewer and neuroglancer: a group's attributes hold for the datasets below it
+        group = folder.parent
+        while not sizes and where.path in (group, *group.parents):
+            holder = " of the container" if group == where.path else f' of group "{group.relative_to(where.path)}"'
+            inherited = _n5_attributes(group)
+            sizes = _inheritable_voxel_size(inherited, ndim=ndim, where=where, holder=holder, factors=factors)
+            group = group.parent
+    return resolve(sizes, offsets, where=where)
 
 
 class N5Backend(Backend):
@@ -84,25 +202,8 @@ class N5Backend(Backend):
         self.compression = compression
         self.chunks = self.block
         self.attributes = attributes
-        ndim = len(self.shape)
-        units = _reversed_units(axis_units(attributes.get("units")))
-        if "resolution" in attributes:
-            resolution = list(reversed(attributes["resolution"]))
-            self.voxel_size = spatial_tail(to_nm(resolution, units, source=f"{where} (resolution)"), ndim)
-        elif "pixelResolution" in attributes:
-            pixel = attributes["pixelResolution"]
-            if isinstance(pixel, dict):
-                values, unit = pixel.get("dimensions"), pixel.get("unit", "nm")
-            else:
-                values, unit = pixel, "nm"
-            if not isinstance(values, list):
-                raise NeuropilError(f"{where}: N5 pixelResolution has no list of 'dimensions': {pixel}")
-            self.voxel_size = spatial_tail(
-                to_nm(list(reversed(values)), unit, source=f"{where} (pixelResolution)"), ndim
-            )
-        if "offset" in attributes:
-            offset = list(reversed(attributes["offset"]))
-            self.offset = spatial_tail(to_nm(offset, units, source=f"{where} (offset)"), ndim)
+        found = voxel_metadata(where, self.folder, attributes, ndim=len(self.shape))
+        self.voxel_size, self.voxel_size_source, self.offset, self.offset_source = found
 
     def _block_path(self, grid: tuple[int, ...]) -> Path:
         return self.folder.joinpath(*(str(i) for i in reversed(grid)))

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from neuropil.errors import NeuropilError
 from neuropil.io.addresses import VolumeAddress, slice_files
 from neuropil.io.backend import Backend, region_shape
+from neuropil.io.metadata import Found, resolve
 from neuropil.io.units import PIXEL_UNITS, canonical_unit, unit_to_nm
 
 if TYPE_CHECKING:
@@ -37,12 +38,13 @@ class TiffBackend(Backend):
             self.dtype = np.dtype(series.dtype)
             self.paged = len(self.shape) == 3 and len(series.pages) == self.shape[0]
             self.chunks = (1,) + self.shape[1:] if self.paged else None
-            self.voxel_size = self._imagej_voxel_size() or self._described_voxel_size()
+            sizes = [found for found in (self._imagej_voxel_size(), self._described_voxel_size()) if found]
+            self.voxel_size, self.voxel_size_source, _, _ = resolve(sizes, [], where=self.path)
         except BaseException:
             self.file.close()
             raise
 
-    def _described_voxel_size(self) -> tuple[float, ...] | None:
+    def _described_voxel_size(self) -> Found | None:
         """``voxel_size_nm`` of tifffile's JSON description (see :func:`write_tiff`)."""
         described = (self.file.shaped_metadata or [{}])[0]
         values = described.get("voxel_size_nm") if isinstance(described, dict) else None
@@ -56,9 +58,9 @@ class TiffBackend(Backend):
             raise NeuropilError(
                 f"{self.path}: voxel_size_nm {voxel_size} has {len(voxel_size)} entries, not {len(self.shape)}"
             )
-        return voxel_size
+        return Found(voxel_size, 'the TIFF description entry "voxel_size_nm"', values)
 
-    def _imagej_voxel_size(self) -> tuple[float, ...] | None:
+    def _imagej_voxel_size(self) -> Found | None:
         metadata = self.file.imagej_metadata
         if not metadata or len(self.shape) != 3 or "unit" not in metadata:
             return None
@@ -74,7 +76,10 @@ class TiffBackend(Backend):
             return None
         factor = unit_to_nm(unit, source=f"{self.path} (ImageJ unit)")
         spacing = float(metadata.get("spacing", 1.0))
-        return (spacing * factor, y_denominator / y_numerator * factor, x_denominator / x_numerator * factor)
+        voxel_size = (spacing * factor, y_denominator / y_numerator * factor, x_denominator / x_numerator * factor)
+        stored = {"spacing": metadata.get("spacing"), "unit": unit, "YResolution": y_numerator / y_denominator}
+        stored["XResolution"] = x_numerator / x_denominator
+        return Found(voxel_size, 'the ImageJ calibration ("spacing", "unit", X/Y resolution tags)', stored)
 
     def read(self, region):
         if not self.paged:

@@ -20,11 +20,15 @@ from neuropil.errors import NeuropilError
 from neuropil.io.addresses import VolumeAddress, parse_address
 from neuropil.io.backend import READ_ERRORS, Backend, first_line, region_shape, require_exists
 from neuropil.io.hdf5 import Hdf5Backend, is_neuroproof_groundtruth, write_hdf5
+from neuropil.io.metadata import VOXEL_SIZE_RTOL
 from neuropil.io.n5 import N5Backend, write_n5
 from neuropil.io.tiff import SlicesBackend, TiffBackend, write_tiff
 from neuropil.io.zarr import ZarrBackend, is_ome_zarr, write_ome_zarr, write_zarr
 
 logger = logging.getLogger(__name__)
+
+GIVEN = "given"
+"""The :attr:`Volume.voxel_size_source` of a voxel size the file does not store, given to :func:`open_volume`."""
 
 _MISSING_CHUNKS_ALLOWED = contextvars.ContextVar("neuropil_missing_chunks_allowed", default=False)
 
@@ -108,8 +112,15 @@ class Volume:
         Nanometres, z-first: from the file's metadata where it stores one, else the
         ``voxel_size`` given to :func:`open_volume`, else None. A ``(c, z, y, x)``
         array's voxel size may have the 3 spatial entries only.
+    voxel_size_source : str or None
+        Where the voxel size came from, as a noun phrase: the metadata convention
+        (``the HDF5 attribute "resolution"``, ``the OME-Zarr 0.4 multiscales (dataset "0"
+        scale)``, ...; see :mod:`neuropil.io.metadata`), :data:`GIVEN` for the
+        ``voxel_size`` given to :func:`open_volume`, None when unknown.
     offset : tuple of float or None
-        Position of voxel 0 in nanometres, where the file stores one.
+        Position of voxel 0 in nanometres, z-first, where the file stores one.
+    offset_source : str or None
+        Where the offset came from, like ``voxel_size_source``.
     chunks : tuple of int or None
         The storage chunk shape; reading whole chunks is fastest.
     attributes : dict
@@ -148,18 +159,23 @@ class Volume:
         self.dtype: np.dtype = np.dtype(backend.dtype).newbyteorder("=")
         self.chunks = backend.chunks
         self.offset = backend.offset
+        self.offset_source: str | None = backend.offset_source
         self.attributes: dict = dict(backend.attributes or {})
-        stored = backend.voxel_size
+        stored, source = backend.voxel_size, backend.voxel_size_source
         if voxel_size is not None:
             given = tuple(float(v) for v in voxel_size)
             if len(given) != len(self.shape) and not (len(self.shape) == 4 and len(given) == 3):
                 raise NeuropilError(
                     f"{self.address}: voxel_size {given} has {len(given)} entries for {len(self.shape)} axes"
                 )
-            if stored is not None and not np.allclose(stored, given, rtol=1e-3):
-                raise NeuropilError(f"{self.address}: voxel size mismatch: the file says {stored} nm, given {given} nm")
-            stored = stored or given
+            if stored is not None and not np.allclose(stored, given, rtol=VOXEL_SIZE_RTOL):
+                raise NeuropilError(
+                    f"{self.address}: voxel size mismatch: the file says {stored} nm ({source}), given {given} nm"
+                )
+            if stored is None:
+                stored, source = given, GIVEN
         self.voxel_size: tuple[float, ...] | None = stored
+        self.voxel_size_source: str | None = source
 
     def _open(self) -> Backend:
         if self._backend is None:
@@ -292,8 +308,9 @@ def open_volume(
     Raises
     ------
     NeuropilError
-        When the file, the key or the slices are missing, unreadable or truncated, or the
-        file's voxel size metadata names an unknown length unit; on reading, for chunks
+        When the file, the key or the slices are missing, unreadable or truncated, the
+        file's voxel size metadata names an unknown length unit, or two of its metadata
+        conventions state voxel sizes (or offsets) that disagree; on reading, for chunks
         that are missing or unreadable.
     """
     return Volume(address, voxel_size=voxel_size, mapping=mapping, allow_missing_chunks=allow_missing_chunks)

@@ -1,11 +1,19 @@
 """zarr v2 and v3 arrays, and OME-Zarr multiscale images (NGFF 0.4 and 0.5).
 
-Voxel size: an OME-Zarr level's ``scale`` and ``translation`` in the units of its
-``multiscales`` space axes (nanometres where an axis names none); otherwise the array
-attribute ``resolution`` or ``voxel_size`` and ``offset`` (z-first, as funlib; nanometres
-unless a ``units`` attribute lists one unit per axis). An OME-Zarr level may have a
-leading channel axis (``c``, type ``channel``: affinities), and its image group's
-attributes other than the OME metadata are read with it.
+Voxel size and offset, z-first, converted to nanometres (:mod:`neuropil.io.metadata`):
+
+- an OME-Zarr level (NGFF 0.4 ``multiscales`` on the image group, 0.5 under its ``ome``):
+  the level's ``scale`` and ``translation`` (then the multiscale's own, as NGFF composes
+  them) in the units of the ``axes`` of type ``space`` (nanometres where an axis names
+  none); an array named inside a multiscale image (``image.ome.zarr/1``) takes its own
+  level's; without a ``translation`` the origin is 0;
+- the array attributes ``resolution`` (as CREMI, gunpowder and neuropil's own writers) or
+  ``voxel_size`` (as funlib.persistence), and ``offset``: nanometres unless a ``units``
+  attribute lists one unit per axis (funlib's empty unit is nanometres too).
+
+An array may carry several of these; they must agree (an error names both where they do
+not). An OME-Zarr level may have a leading channel axis (``c``, type ``channel``:
+affinities), and its image group's attributes other than the OME metadata are read with it.
 
 :func:`write_ome_zarr` writes multiscale images (:func:`ome_levels`): images downsampled
 by block mean, segmentations by the most frequent id of each block and marked with
@@ -35,8 +43,9 @@ from numpy.typing import NDArray
 from neuropil.errors import NeuropilError
 from neuropil.files import remove_path, swap_in
 from neuropil.io.addresses import VolumeAddress
-from neuropil.io.backend import COMPLETE_ATTRIBUTE, READ_ERRORS, Backend, first_line, region_chunks, spatial_tail
-from neuropil.io.units import axis_units, to_nm, unit_to_nm
+from neuropil.io.backend import COMPLETE_ATTRIBUTE, READ_ERRORS, Backend, first_line, region_chunks
+from neuropil.io.metadata import Found, VoxelMetadata, attribute, resolve
+from neuropil.io.units import axis_units, unit_to_nm
 
 
 def settle_abandoned_tasks(timeout: float = 60.0) -> None:
@@ -100,9 +109,24 @@ def _ome_multiscales(attributes: dict) -> list | None:
     return None
 
 
-def _ome_transform(
-    multiscale: dict, dataset: dict, *, source: object
-) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, list[int]]:
+class OmeTransform(NamedTuple):
+    """What an OME-Zarr multiscale says of one of its levels."""
+
+    voxel_size: tuple[float, ...]
+    """nm, of the space axes."""
+    offset: tuple[float, ...] | None
+    """nm, of the space axes; None where no ``translation`` is given (the origin is then 0)."""
+    spatial: list[int]
+    """The indices of the space axes."""
+    scale: object
+    """The level's ``scale`` as stored (quoted in errors)."""
+    translation: object
+    """The level's ``translation`` as stored, or None."""
+    unitless: bool
+    """Whether a space axis names no unit (read as nm)."""
+
+
+def _ome_transform(multiscale: dict, dataset: dict, *, source: object) -> OmeTransform:
     """Voxel size and offset (nm) of one OME-Zarr level, and the indices of its space axes."""
     axes = multiscale.get("axes") or [{"name": name, "type": "space"} for name in "zyx"]
     axes = [
@@ -112,23 +136,44 @@ def _ome_transform(
     spatial = [i for i, axis in enumerate(axes) if axis.get("type", "space") == "space"]
     scale = np.ones(len(axes))
     translation = np.zeros(len(axes))
-    for transforms in (dataset.get("coordinateTransformations", []), multiscale.get("coordinateTransformations", [])):
+    translated = False
+    stored_scale, stored_translation = None, None
+    for level, transforms in (
+        (True, dataset.get("coordinateTransformations", [])),
+        (False, multiscale.get("coordinateTransformations", [])),
+    ):
         # The level's transform applies first, then the multiscale's (OME-NGFF 0.4).
         for transform in transforms:
             if transform.get("type") == "scale":
                 level_scale = np.asarray(transform["scale"], dtype=np.float64)
                 translation = translation * level_scale
                 scale = scale * level_scale
+                stored_scale = transform["scale"] if level and stored_scale is None else stored_scale
             elif transform.get("type") == "translation":
                 translation = translation + np.asarray(transform["translation"], dtype=np.float64)
+                translated = True
+                stored_translation = transform["translation"] if level else stored_translation
+    units = [axes[i].get("unit") for i in spatial]
     factors = np.array(
-        [unit_to_nm(axes[i].get("unit") or "nm", source=f"{source} (axis '{axes[i].get('name')}')") for i in spatial]
+        [unit_to_nm(unit or "nm", source=f"{source} (axis '{axes[i].get('name')}')") for i, unit in zip(spatial, units)]
     )
-    return (
+    return OmeTransform(
         tuple(float(v) for v in scale[spatial] * factors),
-        tuple(float(v) for v in translation[spatial] * factors),
+        tuple(float(v) for v in translation[spatial] * factors) if translated else None,
         spatial,
+        stored_scale,
+        stored_translation,
+        not all(units),
     )
+
+
+def _ome_version(attributes: dict, multiscale: dict) -> str | None:
+    """The OME-NGFF version of a multiscale: its own (0.4), else its group's ``ome`` (0.5)."""
+    version = multiscale.get("version")
+    ome = attributes.get("ome")
+    if version is None and isinstance(ome, dict):
+        version = ome.get("version")
+    return None if version is None else str(version)
 
 
 def _leading_channel(multiscale: dict, spatial: list[int], ndim: int) -> bool:
@@ -136,6 +181,32 @@ def _leading_channel(multiscale: dict, spatial: list[int], ndim: int) -> bool:
     axes = multiscale.get("axes") or []
     first = axes[0] if axes else None
     return ndim == 4 and spatial == [1, 2, 3] and isinstance(first, dict) and first.get("type") == "channel"
+
+
+def _multiscale_image(root, key: str) -> tuple[Any, list, str] | None:
+    """The nearest group above the array at ``key`` whose OME-Zarr multiscales list it, and the array's path in it.
+
+    ``image.ome.zarr/0`` has its image at the container, ``c.zarr/cells/seg/s0`` at
+    ``cells/seg``; a dataset path of several parts (``scale0/image``) is matched whole.
+    """
+    parts = key.strip("/").split("/")
+    for cut in range(len(parts) - 1, -1, -1):
+        group_key, relative = "/".join(parts[:cut]), "/".join(parts[cut:])
+        try:
+            group = root[group_key] if group_key else root
+        except KeyError:
+            continue
+        multiscales = _ome_multiscales(_zarr_attributes(group))
+        if not isinstance(multiscales, list):
+            continue
+        paths = [d.get("path") for m in multiscales if isinstance(m, dict) for d in m.get("datasets", [])]
+        if relative in paths:
+            return group, multiscales, relative
+    return None
+
+
+ZARR_VOXEL_SIZE_ATTRIBUTES = ("resolution", "voxel_size")
+"""The zarr array attributes read as a voxel size (nm, z-first), in this order."""
 
 
 class ZarrBackend(Backend):
@@ -150,58 +221,75 @@ class ZarrBackend(Backend):
         except (FileNotFoundError, ValueError, KeyError) as error:
             raise NeuropilError(f"{where.path}: not a zarr container ({first_line(error)})") from error
         node: Any = root
-        parent: Any = None
         if where.key is not None:
             try:
                 node = root[where.key]
             except KeyError:
                 raise NeuropilError(f"{where.path}: no array '{where.key}'") from None
-            parent_key = where.key.rsplit("/", 1)[0] if "/" in where.key else None
-            parent = root[parent_key] if parent_key else root
-        multiscales = _ome_multiscales(_zarr_attributes(node))
+        image: Any = None  # the OME-Zarr image group the array is a level of
+        multiscales: list | None = None
         level_path = None
-        if not hasattr(node, "dtype") and multiscales:
-            level_path = multiscales[0]["datasets"][0]["path"]
-            parent, node = node, node[level_path]
-        elif hasattr(node, "dtype") and parent is not None and where.key is not None:
-            multiscales = _ome_multiscales(_zarr_attributes(parent))
-            level_path = where.key.rsplit("/", 1)[-1]
+        if not hasattr(node, "dtype"):
+            multiscales = _ome_multiscales(_zarr_attributes(node))
+            if multiscales:
+                level_path = multiscales[0]["datasets"][0]["path"]
+                image, node = node, node[level_path]
+        elif where.key is not None:
+            found = _multiscale_image(root, where.key)
+            if found is not None:
+                image, multiscales, level_path = found
         if not hasattr(node, "shape") or not hasattr(node, "dtype"):
             raise NeuropilError(f"{where}: is a group, not an array; name the array as dir.zarr/key")
         self.array = node
         self.shape = tuple(node.shape)
         self.dtype = np.dtype(node.dtype)
         self.chunks = tuple(node.chunks)
-        self.attributes = _zarr_attributes(node)
-        if multiscales and level_path is not None:
+        own = _zarr_attributes(node)
+        self.attributes = own
+        if image is not None:
             # an OME-Zarr level: its image's other attributes (neuropil's) hold for every level
-            image = {k: v for k, v in _zarr_attributes(parent).items() if k not in _OME_METADATA}
-            self.attributes = {**image, **self.attributes}
+            shared = {k: v for k, v in _zarr_attributes(image).items() if k not in _OME_METADATA}
+            self.attributes = {**shared, **own}
         complete = self.attributes.get(COMPLETE_ATTRIBUTE)
         self.complete, self.unfinished = complete is True, complete is False
         # the stored objects: whole shards of a sharded array, else the chunks
         self.storage_chunks = tuple(getattr(node, "shards", None) or node.chunks)
-        ndim = len(self.shape)
-        if multiscales and level_path is not None:
-            for multiscale in multiscales:
-                for dataset in multiscale.get("datasets", []):
-                    if dataset.get("path") == level_path:
-                        voxel_size, offset, spatial = _ome_transform(multiscale, dataset, source=where)
-                        if len(spatial) != ndim and not _leading_channel(multiscale, spatial, ndim):
-                            raise NeuropilError(
-                                f"{where}: OME-Zarr level has axes {[a for a in multiscale.get('axes', [])]}; "
-                                "only (z, y, x) and (c, z, y, x) levels are supported"
-                            )
-                        self.voxel_size, self.offset = voxel_size, offset
-                        return
-        attributes = _zarr_attributes(node)
-        units = axis_units(attributes.get("units"))
-        for name in ("resolution", "voxel_size"):
-            if name in attributes:
-                self.voxel_size = spatial_tail(to_nm(attributes[name], units, source=f"{where} ({name})"), ndim)
-                break
-        if "offset" in attributes:
-            self.offset = spatial_tail(to_nm(attributes["offset"], units, source=f"{where} (offset)"), ndim)
+        stated = self._voxel_metadata(own, image, multiscales or [], level_path)
+        self.voxel_size, self.voxel_size_source, self.offset, self.offset_source = stated
+
+    def _voxel_metadata(self, own: dict, image, multiscales: list, level_path: str | None) -> VoxelMetadata:
+        """The OME-Zarr level's scale and translation, then the array's own attributes; all must agree."""
+        where, ndim = self.where, len(self.shape)
+        sizes: list[Found] = []
+        offsets: list[Found] = []
+        implied_origin = None
+        levels = [(m, d) for m in multiscales for d in m.get("datasets", []) if d.get("path") == level_path]
+        if levels:
+            multiscale, dataset = levels[0]
+            level = _ome_transform(multiscale, dataset, source=where)
+            if len(level.spatial) != ndim and not _leading_channel(multiscale, level.spatial, ndim):
+                raise NeuropilError(
+                    f"{where}: OME-Zarr level has axes {[a for a in multiscale.get('axes', [])]}; "
+                    "only (z, y, x) and (c, z, y, x) levels are supported"
+                )
+            version = _ome_version(_zarr_attributes(image), multiscale)
+            named = f"the OME-Zarr{'' if version is None else ' ' + version} multiscales"
+            unitless = "; axes without a unit read as nm" if level.unitless else ""
+            sizes.append(Found(level.voxel_size, f'{named} (dataset "{level_path}" scale{unitless})', level.scale))
+            if level.offset is not None:
+                source = f'{named} (dataset "{level_path}" translation{unitless})'
+                offsets.append(Found(level.offset, source, level.translation))
+            else:  # NGFF: no translation puts voxel 0 at the origin; an array attribute may still say otherwise
+                implied_origin = (tuple(0.0 for _ in level.voxel_size), f"{named} (no translation: 0)")
+        units = axis_units(own.get("units"))
+        for name in (*ZARR_VOXEL_SIZE_ATTRIBUTES, "offset"):
+            found = attribute(own, name, units, ndim=ndim, source=f'the zarr attribute "{name}"', where=where)
+            if found is not None:
+                (offsets if name == "offset" else sizes).append(found)
+        resolved = resolve(sizes, offsets, where=where)
+        if resolved.offset is None and implied_origin is not None:
+            resolved = resolved._replace(offset=implied_origin[0], offset_source=implied_origin[1])
+        return resolved
 
     def read(self, region):
         try:
