@@ -283,6 +283,7 @@ class VolumeDomain(BaseModel):
             label_zero=self.label_zero,
             validation_width=self.validation_width,
             volumes={role: VolumeEntry(raw=self.raw, labels=self.labels, mask=self.mask, role=role)},
+            root=os.getcwd(),  # relative addresses are the working folder's, as on the command line
         )
 
 
