@@ -297,3 +297,33 @@ def test_tensorboard_gets_the_log_and_validation_curves_and_a_resume_drops_later
     assert [event.step for event in board.Scalars("validation/voi")] == [3, 6]
     logged = [float(line.split(",")[1]) for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
     assert [event.value for event in board.Scalars("train/loss")] == pytest.approx(logged, rel=1e-4)
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(tmp_path):
+    domains = {"blobs": [blob_volume(0)]}
+    model_config, train_config = small_configs(iterations=10, patch_shape=(8, 16, 16))
+    first = Trainer(domains, out_dir=tmp_path / "first", model_config=model_config, train_config=train_config)
+    for _ in range(10):
+        first.step()
+    first.save()
+    tuned_config = train_config.model_copy(update={"initial_weights": str(tmp_path / "first" / "checkpoint.pt")})
+    tuned = Trainer(domains, out_dir=tmp_path / "tuned", model_config=model_config, train_config=tuned_config)
+    for name, tensor in first.model.state_dict().items():
+        torch.testing.assert_close(tuned.model.state_dict()[name], tensor)
+    scratch = Trainer(domains, out_dir=tmp_path / "scratch", model_config=model_config, train_config=train_config)
+    assert not torch.equal(scratch.model.down[0][0].weight, tuned.model.down[0][0].weight)
+    wider = model_config.model_copy(update={"base_channels": 8})
+    with pytest.raises(NeuropilError, match="base_channels 4 .the run: 8."):
+        Trainer(domains, out_dir=tmp_path / "wider", model_config=wider, train_config=tuned_config)
+
+
+def test_a_run_config_that_fine_tunes_takes_the_checkpoints_network():
+    from neuropil.config import RunConfig
+
+    config = RunConfig.parse(
+        {
+            "train": {"initial_weights": "generalist-25x13x13", "iterations": 5},
+            "domains": {"blobs": {"synthetic": "fib-like", "shape": [16, 48, 48]}},
+        }
+    )
+    assert config.model.base_channels == 16 and tuple(config.target_voxel_size) == (25.0, 13.0, 13.0)

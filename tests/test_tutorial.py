@@ -237,8 +237,10 @@ def test_tutorial_runs_as_written(shared_data, tmp_path):
     assert count(blockwise) > 10
     assert evaluate(blockwise, read_volume(work / "seg.zarr/segmentation")).arand < 0.2
 
-    # 8: a run folder with what the tutorial lists, and the small model's predictions scored
+    # 8: a run folder with what the tutorial lists, the generalist's network fine-tuned: still close to it
     for name in ("config.yaml", "checkpoint.pt", "best.pt", "log.csv", "validation.csv"):
         assert (work / "runs" / "mine" / name).is_file(), name
+    tuned = describe(work / "runs" / "mine" / "checkpoint.pt")
+    assert tuned["base_channels"] == model["base_channels"] and tuned["voxel_size"] == model["voxel_size"]
     mine = segmentation("seg-10nm.zarr/mine", shape=gt_shape, voxel_size=(10.0, 10.0, 10.0))
-    assert np.isfinite(evaluate(mine, labels).voi)
+    assert evaluate(mine, labels).arand < 0.3, evaluate(mine, labels)

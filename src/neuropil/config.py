@@ -313,7 +313,18 @@ Domain = Annotated[
 
 
 def model_at_target_voxel_size(data: Any) -> Any:
-    """A configuration mapping whose ``model.voxel_size`` defaults to its ``target_voxel_size``."""
+    """A configuration mapping whose ``model.voxel_size`` defaults to its ``target_voxel_size``.
+
+    A configuration without ``model`` that fine-tunes (``train.initial_weights``) takes the
+    checkpoint's network, and its voxel size as the target's when it gives none.
+    """
+    train = data.get("train") if isinstance(data, dict) else None
+    initial = train.get("initial_weights") if isinstance(train, dict) else None
+    if isinstance(data, dict) and "model" not in data and isinstance(initial, str):
+        from neuropil.checkpoint import load_checkpoint, resolve_checkpoint
+
+        model = dict(load_checkpoint(resolve_checkpoint(initial))["model_config"])
+        data = {"target_voxel_size": model.get("voxel_size"), **data, "model": model}
     if isinstance(data, dict) and isinstance(data.get("model") or {}, dict):
         model = dict(data.get("model") or {})
         model.setdefault("voxel_size", data.get("target_voxel_size", METHOD_VOXEL_SIZE))

@@ -93,6 +93,11 @@ class TrainConfig(BaseModel):
     """Domain sampling weights; uniform when not given (the method's choice)."""
     seed: int = 0
     """Initial weights and every batch (batch ``i`` draws from ``(seed, i)``)."""
+    initial_weights: str | None = None
+    """Fine-tuning: start from the weights of this checkpoint or shipped model (``neuropil models``)
+    instead of random ones. The run's model must be the same network (its ``model`` section,
+    which a run configuration fills in from the checkpoint when it gives none). A resumed run
+    continues from its own checkpoint."""
     workers: int = Field(default=0, ge=0)
     """Processes that sample and augment batches ahead of the training step (0: the training
     process itself). Batches are the same for any number, so are the weights."""
@@ -121,6 +126,27 @@ class TrainConfig(BaseModel):
         if not value or not all(0.0 <= t <= 1.0 for t in value):  # NaN fails too
             raise ValueError("needs at least one merge threshold, each in [0, 1]")
         return value
+
+
+def initial_model(checkpoint: str, model_config: ModelConfig) -> UNet3D:
+    """The model of ``checkpoint`` (a path or a shipped model's name) to fine-tune; it must be ``model_config``'s.
+
+    Raises
+    ------
+    NeuropilError
+        An unreadable checkpoint, or one of another network (naming the fields that differ).
+    """
+    from neuropil.checkpoint import load_model, resolve_checkpoint
+
+    model = load_model(resolve_checkpoint(checkpoint))
+    theirs, ours = model.config.model_dump(), model_config.model_dump()
+    differ = [f"{key} {theirs[key]!r} (the run: {ours[key]!r})" for key in ours if theirs.get(key) != ours[key]]
+    if differ:
+        raise NeuropilError(
+            f"train.initial_weights {checkpoint}: another network: " + "; ".join(differ) + " (leave 'model' out "
+            "of the configuration to take the checkpoint's)"
+        )
+    return model
 
 
 def config_error(error: ValidationError, where: str) -> NeuropilError:
@@ -275,6 +301,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train_config.seed)
             model = UNet3D(model_config)
+        if train_config.initial_weights is not None:
+            model.load_state_dict(initial_model(train_config.initial_weights, model_config).state_dict())
         divisor = model.divisor
         if any(p % d for p, d in zip(train_config.patch_shape, divisor)):
             raise NeuropilError(
