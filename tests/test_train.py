@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -313,7 +315,7 @@ def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(t
     scratch = Trainer(domains, out_dir=tmp_path / "scratch", model_config=model_config, train_config=train_config)
     assert not torch.equal(scratch.model.down[0][0].weight, tuned.model.down[0][0].weight)
     wider = model_config.model_copy(update={"base_channels": 8})
-    with pytest.raises(NeuropilError, match="base_channels 4 .the run: 8."):
+    with pytest.raises(NeuropilError, match=re.escape("base_channels 4 (the run: 8)")):
         Trainer(domains, out_dir=tmp_path / "wider", model_config=wider, train_config=tuned_config)
 
 
