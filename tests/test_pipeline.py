@@ -94,9 +94,7 @@ def test_segment_says_what_it_wrote_and_its_help_says_which_way_the_threshold_go
     for line, threshold in zip(lines, ("0.3", "0.6")):
         written = read_volume(f"{tmp_path / 's.h5'}:seg_t{threshold}")
         count = len(np.unique(written[written > 0]))
-        assert (
-            line.startswith(f"{count} segments at threshold {threshold}: ") and "8x32x32 uint64, 40x8x8 nm" in line
-        )
+        assert line.startswith(f"{count} segments at threshold {threshold}: ") and "8x32x32 uint64, 40x8x8 nm" in line
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
     assert "a higher threshold merges more" in " ".join(capsys.readouterr().out.split())
