@@ -218,3 +218,60 @@ def test_distinct_keys_by_table_and_by_sort_agree():
     for distinct, index in (by_table, by_sort):
         np.testing.assert_array_equal(distinct, expected)
         np.testing.assert_array_equal(index, inverse)
+
+
+def test_distinct_keys_by_hash_grow_past_the_first_table():
+    from neuropil.segment.graph import _distinct
+
+    rng = np.random.default_rng(3)
+    # more distinct keys than the first hash table holds, in runs (as contacts come)
+    keys = np.repeat(rng.integers(0, 10**9, size=100_000), rng.integers(1, 4, size=100_000)).astype(np.int64)
+    distinct, index = _distinct(keys, 10**18)
+    expected, inverse = np.unique(keys, return_inverse=True)
+    np.testing.assert_array_equal(distinct, expected)
+    np.testing.assert_array_equal(index, inverse)
+
+
+@pytest.mark.parametrize("start", [None, (1, 1, 1), (2, 0, 3)])
+def test_contacts_of_a_boundary_map_equal_those_of_its_mean_affinities(start):
+    from neuropil.segment import graph
+
+    rng = np.random.default_rng(7)
+    boundaries = rng.random((6, 9, 11)).astype(np.float32)
+    fragments = rng.integers(0, 6, size=(6, 9, 11))
+    expected = graph.contacts(affinities_from_boundaries(boundaries, combine="mean"), fragments, start=start)
+    found = graph.contacts_of_boundaries(boundaries, fragments, start=start)
+    for field in ("ids", "u", "v", "edge", "value", "node"):
+        np.testing.assert_array_equal(getattr(found, field), getattr(expected, field))
+    assert found.start == expected.start
+
+
+def test_agglomerating_a_boundary_map_equals_agglomerating_its_mean_affinities():
+    rng = np.random.default_rng(8)
+    boundaries = rng.random((6, 12, 12)).astype(np.float32)
+    z, y, x = np.indices(boundaries.shape)
+    fragments = ((z // 3) * 16 + (y // 3) * 4 + x // 3 + 1).astype(np.uint64)
+    thresholds = [0.3, 0.5, 0.7]
+    from_map = agglomerate(boundaries, fragments, thresholds=thresholds)
+    from_affinities = agglomerate(
+        affinities_from_boundaries(boundaries, combine="mean"), fragments, thresholds=thresholds
+    )
+    for mine, reference in zip(from_map, from_affinities):
+        np.testing.assert_array_equal(mine, reference)
+    assert len(np.unique(from_map[0])) > len(np.unique(from_map[-1]))
+
+
+def test_run_in_parts_covers_the_range_once_in_order():
+    from neuropil.segment.graph import part_bounds, run_in_parts
+
+    covered = np.zeros(1001, dtype=np.int64)
+
+    def mark(out, tag, start, stop):
+        out[start:stop] += 1
+        return (tag, start, stop)
+
+    bounds = part_bounds(1001, 3)
+    parts = run_in_parts(mark, 1001, covered, each=[("a",), ("b",), ("c",)])
+    assert parts == [(tag, bounds[k], bounds[k + 1]) for k, tag in enumerate("abc")]
+    assert (covered == 1).all()
+    assert run_in_parts(mark, 0, covered, "empty") == [("empty", 0, 0)]

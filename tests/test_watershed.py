@@ -149,3 +149,198 @@ def test_seed_distances_equal_scipy_distance_transform(voxel_size):
         edt.edt(np.ascontiguousarray(flat), anisotropy=(6.0, 6.0)).astype(np.float32),
         scipy.ndimage.distance_transform_edt(flat, sampling=(6.0, 6.0)).astype(np.float32),
     )
+
+
+# A plain reference of the whole watershed: scipy for the seeds, a heap for the flood and
+# Python loops for the merge of small fragments, written for clarity rather than speed.
+
+
+def reference_seeds(affinities, threshold, mask, voxel_size):
+    import scipy.ndimage
+
+    from neuropil.segment.affinities import mean_affinity
+
+    interior = mean_affinity(affinities) > threshold
+    if mask is not None:
+        interior &= mask
+    distance = scipy.ndimage.distance_transform_edt(interior, sampling=voxel_size).astype(np.float32)
+    smooth = scipy.ndimage.gaussian_filter(distance, sigma=1.0)
+    maxima = (smooth == scipy.ndimage.maximum_filter(smooth, size=3)) & interior
+    seeds, _ = scipy.ndimage.label(maxima, structure=scipy.ndimage.generate_binary_structure(maxima.ndim, 1))
+    return seeds
+
+
+def reference_flood(affinities, seeds, valid, floor):
+    """A priority flood: lowest level first, first in first out within a level, labelled when queued."""
+    import heapq
+
+    shape = seeds.shape
+    labels = np.where(valid, seeds, 0).astype(np.int64)
+    heap, counter = [], 0
+    for index in zip(*np.nonzero(labels)):
+        heap.append((0, counter, index))
+        counter += 1
+    next_label = int(seeds.max()) + 1
+    order = iter(np.ndindex(shape))
+    while True:
+        while heap:
+            level, _, p = heapq.heappop(heap)
+            for axis in range(len(shape)):
+                for step in (-1, 1):
+                    q = list(p)
+                    q[axis] += step
+                    q = tuple(q)
+                    if not 0 <= q[axis] < shape[axis] or labels[q] != 0 or not valid[q]:
+                        continue
+                    affinity = affinities[axis][p if step < 0 else q]
+                    if not affinity > floor:
+                        continue
+                    labels[q] = labels[p]
+                    bucket = int((1 - min(float(affinity), 1.0)) * 1023)
+                    heapq.heappush(heap, (max(bucket, level), counter, q))
+                    counter += 1
+        start = next((p for p in order if valid[p] and labels[p] == 0), None)
+        if start is None:
+            return labels
+        labels[start] = next_label
+        next_label += 1
+        heap.append((0, counter, start))
+        counter += 1
+
+
+def reference_merge_small(affinities, labels, min_size):
+    """Kruskal over the contacts with a small fragment, by decreasing affinity; then ids 1..n in label order."""
+    sizes = np.bincount(labels.ravel())
+    parent = list(range(sizes.size))
+    size = list(sizes)
+
+    def find(node):
+        while parent[node] != node:
+            node = parent[node]
+        return node
+
+    contacts = []
+    for axis in range(labels.ndim):
+        for p in np.ndindex(labels.shape):
+            if p[axis] == 0:
+                continue
+            q = p[:axis] + (p[axis] - 1,) + p[axis + 1 :]
+            a, b, value = labels[p], labels[q], affinities[axis][p]
+            if a and b and a != b and value > 0 and (sizes[a] < min_size or sizes[b] < min_size):
+                contacts.append((-value, len(contacts), a, b))
+    for _, _, a, b in sorted(contacts) if min_size > 1 else []:
+        root_a, root_b = find(a), find(b)
+        if root_a == root_b or (size[root_a] >= min_size and size[root_b] >= min_size):
+            continue
+        if size[root_a] < size[root_b]:
+            root_a, root_b = root_b, root_a
+        parent[root_b] = root_a
+        size[root_a] += size[root_b]
+    roots = np.array([find(node) for node in range(sizes.size)])
+    merged = np.where(labels > 0, roots[labels], 0)
+    present = np.zeros(sizes.size, dtype=bool)
+    present[merged.ravel()] = True
+    present[0] = False
+    return np.cumsum(present)[merged]
+
+
+def smooth_affinities(shape, seed):
+    """Random affinities with structure (smoothed noise), quantized to few values so that the flood meets ties."""
+    import scipy.ndimage
+
+    rng = np.random.default_rng(seed)
+    boundaries = scipy.ndimage.gaussian_filter(rng.random(shape), 1.5)
+    boundaries = (boundaries - boundaries.min()) / (boundaries.max() - boundaries.min())
+    return affinities_from_boundaries(np.round(boundaries, 1).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("shape", "voxel_size", "flood_threshold", "min_size", "masked"),
+    [
+        ((6, 12, 14), (29.0, 6.0, 6.0), 0.0, 0, False),
+        ((6, 12, 14), (10.0, 10.0, 10.0), 0.5, 8, True),
+        ((1, 12, 14), None, 0.3, 4, False),
+        ((13, 17), (6.0, 6.0), 0.0, 6, True),
+    ],
+)
+def test_fragments_match_a_plain_priority_flood(shape, voxel_size, flood_threshold, min_size, masked):
+    affinities = smooth_affinities(shape, seed=len(shape) + min_size)
+    mask = None
+    if masked:
+        mask = np.ones(shape, dtype=bool)
+        mask[..., : shape[-1] // 3, :4] = False
+    result, max_id = fragments(
+        affinities, flood_threshold=flood_threshold, min_size=min_size, mask=mask, voxel_size=voxel_size
+    )
+    seeds = reference_seeds(affinities, 0.5, mask, voxel_size)
+    valid = np.ones(shape, dtype=bool) if mask is None else mask
+    flooded = reference_flood(affinities, seeds, valid, np.float32(flood_threshold))
+    expected = reference_merge_small(affinities, flooded, min_size)
+    np.testing.assert_array_equal(result, expected)
+    assert max_id == expected.max() > 1
+
+
+@pytest.mark.parametrize("shape", [(7, 20, 33), (1, 3, 40), (2, 5, 7), (9, 1, 12), (3, 4, 1)])
+def test_seed_smoothing_equals_scipy_gaussian_filter(shape):
+    import scipy.ndimage
+
+    from neuropil.segment.watershed import _gaussian
+
+    distance = (np.random.default_rng(4).random(shape) * 30).astype(np.float32)
+    expected = scipy.ndimage.gaussian_filter(distance, sigma=1.0)
+    np.testing.assert_array_equal(_gaussian(distance.copy(), 0), expected)
+    # a 2-D image is smoothed along its own two axes only
+    plane = distance[:1]
+    np.testing.assert_array_equal(_gaussian(plane.copy(), 1)[0], scipy.ndimage.gaussian_filter(plane[0], sigma=1.0))
+
+
+@pytest.mark.parametrize("shape", [(6, 9, 11), (1, 5, 8), (4, 1, 1), (5, 6, 2)])
+def test_seed_maxima_equal_maximum_filter(shape):
+    import scipy.ndimage
+
+    from neuropil.segment.graph import run_in_parts
+    from neuropil.segment.watershed import _maxima_kernel
+
+    rng = np.random.default_rng(5)
+    smooth = rng.integers(0, 4, size=shape).astype(np.float32)  # few values: plateaus of equal maxima
+    interior = rng.random(shape) < 0.8
+    maxima = np.empty(shape, dtype=np.uint8)
+    run_in_parts(_maxima_kernel, shape[0], smooth, interior.astype(np.uint8), maxima)
+    expected = (smooth == scipy.ndimage.maximum_filter(smooth, size=3)) & interior
+    np.testing.assert_array_equal(maxima.astype(bool), expected)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, np.float64(0.3), np.float32(0.3)])
+def test_interior_is_the_mean_affinity_above_the_threshold(threshold):
+    from neuropil.segment.affinities import mean_affinity
+    from neuropil.segment.graph import run_in_parts
+    from neuropil.segment.watershed import _interior_kernel, _Volume
+
+    rng = np.random.default_rng(6)
+    # values on a grid of tenths, so that some means equal the threshold in float32 but not in float64
+    affinities = (rng.integers(0, 11, size=(3, 5, 6, 7)) / 10).astype(np.float32)
+    mask = rng.random((5, 6, 7)) < 0.9
+    volume = _Volume(affinities, mask)
+    interior = np.empty(volume.shape3, dtype=np.uint8)
+    kind = np.result_type(np.float32, threshold).type
+    run_in_parts(_interior_kernel, 5, volume.affinities, 0, kind(threshold), volume.mask, True, interior)
+    np.testing.assert_array_equal(interior.astype(bool), (mean_affinity(affinities) > threshold) & mask)
+
+
+def test_a_volume_too_large_for_the_flood_is_refused(monkeypatch):
+    from neuropil.segment import watershed
+
+    monkeypatch.setattr(watershed, "MAX_VOXELS", 100)
+    with pytest.raises(NeuropilError, match="blockwise"):
+        fragments(np.ones((3, 4, 4, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 2), (2, 30, 30), (3, 1, 9), (1, 1, 5), (4, 4)])
+def test_thin_volumes_match_the_plain_priority_flood(shape):
+    # thin volumes: the padding around them is larger than the volume
+    affinities = smooth_affinities(shape, seed=sum(shape))
+    result, max_id = fragments(affinities, flood_threshold=0.2, min_size=3)
+    valid = np.ones(shape, dtype=bool)
+    flooded = reference_flood(affinities, reference_seeds(affinities, 0.5, None, None), valid, np.float32(0.2))
+    np.testing.assert_array_equal(result, reference_merge_small(affinities, flooded, 3))
+    assert max_id == result.max()

@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from neuropil.errors import NeuropilError
 from neuropil.segment import graph, learned, merge
-from neuropil.segment.affinities import as_affinities
+from neuropil.segment.affinities import as_affinities, check_boundaries
 from neuropil.segment.learned import check_model
 from neuropil.segment.mutex import mutex_watershed
 
@@ -106,10 +106,18 @@ def agglomeration(
         raise NeuropilError(f"method {method!r} has no merge history; choose one of mean, quantile, learned")
     if image is not None and method != "learned":
         raise NeuropilError(f"an image is only used by the learned method, not {method!r}")
-    values = as_affinities(affinities)
-    fragments = graph.check_fragments(fragments, values.shape[1:])
-    contacts = graph.contacts(values, fragments)
     node_stats: NDArray[np.float64] | None = None
+    if method in ("mean", "quantile") and np.ndim(affinities) == 3:
+        # a boundary map: the contacts' affinities are computed where they are found,
+        # without the affinities of every voxel pair (the same values, to the last bit)
+        boundaries = np.asarray(affinities)
+        check_boundaries(boundaries)
+        fragments = graph.check_fragments(fragments, boundaries.shape)
+        contacts = graph.contacts_of_boundaries(boundaries, fragments)
+    else:
+        values = as_affinities(affinities)
+        fragments = graph.check_fragments(fragments, values.shape[1:])
+        contacts = graph.contacts(values, fragments)
     if method in ("mean", "quantile"):
         if not 0 <= quantile <= 100:
             raise NeuropilError(f"quantile must be a percentile in 0..100, not {quantile}")
