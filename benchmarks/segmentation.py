@@ -37,13 +37,13 @@ under ``taskset -c 0`` for one core.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from agglomeration import silenced  # benchmarks/agglomeration.py: waterz's C++ prints
 from neuropil.evaluate import GroundTruth, Scores
 from neuropil.segment import segment
 from neuropil.segment.affinities import affinities_from_boundaries
@@ -76,18 +76,6 @@ def mirrored_truth(ground_truth: np.ndarray, shape: tuple[int, ...]) -> np.ndarr
     import cc3d
 
     return cc3d.connected_components(mirrored(ground_truth, shape), connectivity=6)
-
-
-def silenced(function, *args, **kwargs):
-    """Run with fd 1 sent to /dev/null (waterz prints its progress from C++)."""
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        return function(*args, **kwargs)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 def flood_affinities(boundaries: np.ndarray) -> np.ndarray:
