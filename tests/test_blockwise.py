@@ -387,3 +387,18 @@ def test_blockwise_segmentation_runs_on_a_running_distributed_client(tmp_path, v
     assert sorted(ran) == sorted(every_block)
     (expected,) = agglomerate(volumes["affinities"], volumes["fragments"], thresholds=[0.5])
     np.testing.assert_array_equal(read_volume(out), expected)
+
+
+def test_each_worker_process_runs_its_kernels_in_its_share_of_the_cores():
+    from neuropil.segment import graph
+
+    from neuropil.blockwise.blocks import worker_pool
+
+    with worker_pool("processes", 2) as pool:
+        shares = {pool.submit(graph.cores).result() for _ in range(4)}
+    assert shares == {max(1, graph.cores() // 2)}
+    graph.limit_threads(1)
+    try:
+        assert graph.cores() == 1
+    finally:
+        graph.limit_threads(None)

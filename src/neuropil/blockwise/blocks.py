@@ -174,12 +174,14 @@ def worker_pool(scheduler, num_workers: int | None) -> Iterator[Any]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from neuropil.segment.graph import cores
+
     workers = int(num_workers) if num_workers else (os.cpu_count() or 1)
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_started,
-        initargs=(os.getpid(),),
+        initargs=(os.getpid(), max(1, cores() // workers)),
     )
     try:
         yield pool
@@ -204,8 +206,12 @@ PR_SET_PDEATHSIG = 1
 """``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h)."""
 
 
-def _worker_started(parent: int) -> None:
-    """In each worker process, before its first task: leave SIGINT and SIGTERM to the parent, die with it."""
+def _worker_started(parent: int, threads: int) -> None:
+    """In each worker process, before its first task: leave SIGINT and SIGTERM to the parent, die with it,
+    and run the segmentation kernels in ``threads`` threads (the worker's share of the cores)."""
+    from neuropil.segment.graph import limit_threads
+
+    limit_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if not _die_with_parent():

@@ -72,12 +72,26 @@ def check_fragments(fragments: NDArray, shape: tuple[int, ...]) -> NDArray:
     return fragments
 
 
+_thread_limit: int | None = None
+
+
 def cores() -> int:
-    """The number of cores this process may run on."""
+    """The number of cores this process's kernels use: those it may run on, at most :func:`limit_threads`'."""
     try:
-        return len(os.sched_getaffinity(0))
+        available = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        available = os.cpu_count() or 1
+    return available if _thread_limit is None else max(1, min(available, _thread_limit))
+
+
+def limit_threads(threads: int | None) -> None:
+    """Run this process's kernels in at most ``threads`` threads (None: one per core).
+
+    Each of N worker processes of a blockwise job gets its share of the cores, so that N
+    processes do not each start a thread per core.
+    """
+    global _thread_limit
+    _thread_limit = None if threads is None else max(1, int(threads))
 
 
 def run_in_parts(kernel: Callable[..., object], size: int, *args, each: Sequence[tuple] | None = None) -> list:
