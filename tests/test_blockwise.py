@@ -390,9 +390,8 @@ def test_blockwise_segmentation_runs_on_a_running_distributed_client(tmp_path, v
 
 
 def test_each_worker_process_runs_its_kernels_in_its_share_of_the_cores():
-    from neuropil.segment import graph
-
     from neuropil.blockwise.blocks import worker_pool
+    from neuropil.segment import graph
 
     with worker_pool("processes", 2) as pool:
         shares = {pool.submit(graph.cores).result() for _ in range(4)}
