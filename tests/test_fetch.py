@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import json
 import socket
 import threading
 import zipfile
@@ -127,6 +128,9 @@ def test_fetch_command_downloads_a_user_catalog_dataset(server, tmp_path, monkey
     monkeypatch.setenv("NEUROPIL_CACHE", str(tmp_path / "cache"))
     assert main(["data", "fetch", "toy"]) == 0
     assert (tmp_path / "cache" / "toy" / "blob.bin").read_bytes() == payload
+    assert capsys.readouterr().out == f"wrote toy {tmp_path / 'cache' / 'toy'}: 1 file\n"
+    assert main(["data", "fetch", "toy", "--json"]) == 0  # already here: nothing downloaded, the same answer
+    assert json.loads(capsys.readouterr().out)["files"] == ["blob.bin"]
     (served / "blob.bin").unlink()
     (tmp_path / "cache" / "toy" / "blob.bin").unlink()
     assert main(["data", "fetch", "toy"]) == 2

@@ -22,6 +22,7 @@ WRITING_COMMANDS = [
     ("augment", "preview"),
     ("models", "export"),
     ("agglomeration", "train"),
+    ("data", "fetch"),
 ]
 
 

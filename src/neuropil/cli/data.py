@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 
+from neuropil.cli.summary import add_summary_options
 from neuropil.errors import NeuropilError
 
 
@@ -29,6 +30,7 @@ def add_parser(subparsers) -> None:
     fetch.add_argument("name", metavar="NAME", help="catalog name of the dataset (`neuropil data list`)")
     fetch.add_argument("--dest", metavar="DIR", help="folder to download into (default: the download cache)")
     fetch.add_argument("--no-verify", action="store_true", help="download files the catalog has no checksum for")
+    add_summary_options(fetch)
     fetch.set_defaults(run=run_fetch)
 
 
@@ -162,6 +164,12 @@ def run_fetch(args: argparse.Namespace) -> int:
 
     if args.dest is not None:
         check_output_folder(args.dest)
-    folder = fetch(args.name, destination=args.dest, verify=not args.no_verify, progress=True)
-    print(folder)
+    from pathlib import Path
+
+    from neuropil.cli.summary import summarize
+
+    folder = Path(fetch(args.name, destination=args.dest, verify=not args.no_verify, progress=not args.quiet))
+    files = sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+    count = f"{len(files)} file" + ("" if len(files) == 1 else "s")
+    summarize(args, f"wrote {args.name} {folder}: {count}", wrote=str(folder), files=files)
     return 0
