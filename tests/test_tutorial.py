@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import stat
 import subprocess
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from processes import serve_then_interrupt
 
 TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
 SOURCE = str(Path(__file__).resolve().parents[1] / "src")
@@ -129,28 +129,9 @@ def _tools(folder: Path) -> Path:
 
 def _view(command: str, cwd: Path, env: dict[str, str]) -> None:
     """Start ``neuropil view``, fetch the URL it prints, stop it with Ctrl-C (SIGINT): exit code 130."""
-    process = subprocess.Popen(
-        ["bash", "-c", f"exec {command}"],
-        cwd=cwd,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # SIGINT at its default action, even when the tests run in a background job that ignores it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        line = process.stdout.readline().strip()
-        assert URL.match(line), (command, line, process.stderr.read() if process.poll() is not None else "")
-        with urllib.request.urlopen(line, timeout=30) as response:
-            assert "<html" in response.read().decode().lower()
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130, (command, err)
+    served = serve_then_interrupt(["bash", "-c", f"exec {command}"], env=env, cwd=cwd, url=URL)
+    assert "<html" in served.page.lower()
+    assert served.returncode == 130, (command, served.stderr)
 
 
 def _run(command: str, cwd: Path, env: dict[str, str]) -> None:

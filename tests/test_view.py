@@ -9,9 +9,7 @@ import json
 import os
 import queue
 import re
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import urllib.error
@@ -41,6 +39,7 @@ from neuropil.view import (
     open_layers,
     serve,
 )
+from processes import serve_then_interrupt
 
 VOXEL = (40.0, 4.0, 4.0)
 SHAPE = (8, 96, 96)
@@ -387,26 +386,14 @@ def test_viewer_renders_in_chromium(tmp_path):
 
 def test_command_prints_its_url_serves_and_stops_on_ctrl_c(tmp_path):
     addresses = _volumes(tmp_path)
-    process = subprocess.Popen(
+    served = serve_then_interrupt(
         [sys.executable, "-m", "neuropil", "view", addresses["raw"], addresses["seg"], "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        # SIGINT at its default action, even when the tests run in a background job that ignores it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        env=dict(os.environ),
+        url=URL,
     )
-    try:
-        line = process.stdout.readline().strip()
-        assert URL.match(line), (line, process.stderr.read() if process.poll() is not None else "")
-        assert "<html" in _get(line).decode().lower()
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130
+    assert "<html" in served.page.lower()
+    assert served.returncode == 130
+    err = served.stderr
     assert "neuropil: interrupted" in err and "Traceback" not in err
     assert "raw: image (8, 96, 96) uint8 at 40x4x4 nm" in err and "seg: segmentation" in err
 
