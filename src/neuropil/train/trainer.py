@@ -301,7 +301,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train_config.seed)
             model = UNet3D(model_config)
-        if train_config.initial_weights is not None:
+        resuming = (Path(out_dir) / CHECKPOINT).exists()
+        if train_config.initial_weights is not None and not resuming:  # a resumed run has its own weights
             model.load_state_dict(initial_model(train_config.initial_weights, model_config).state_dict())
         divisor = model.divisor
         if any(p % d for p, d in zip(train_config.patch_shape, divisor)):
@@ -330,7 +331,7 @@ class Trainer:
         self._board = None
         """TensorBoard's writer while :meth:`train` runs with ``tensorboard: true``."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if (self.out_dir / CHECKPOINT).exists():
+        if resuming:
             self._resume()
         self._write_config()
 
